@@ -1,0 +1,1 @@
+"""The HTTP API: app factory, dependencies (auth, runtime), one module per resource in routes/."""

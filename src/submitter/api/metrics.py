@@ -1,0 +1,103 @@
+"""Prometheus metrics: HTTP requests and latency, jobs by kind and state, queue depth.
+
+Job counts and queue depths are read at scrape time from the database and the broker,
+so they are right whatever process changed them (API, any worker, the reconciler).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+from sqlalchemy import func, select
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from submitter.db.models import Job
+from submitter.runtime import Runtime
+from submitter.worker.broker import queue_depths
+
+logger = logging.getLogger(__name__)
+
+
+class JobsCollector(Collector):
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        jobs = GaugeMetricFamily(
+            "submitter_jobs", "Jobs by kind and state.", labels=["kind", "state"]
+        )
+        try:
+            with self.runtime.sessions() as session:
+                rows = session.execute(
+                    select(Job.kind, Job.state, func.count()).group_by(Job.kind, Job.state)
+                ).all()
+            for kind, state, count in rows:
+                jobs.add_metric([kind, state], count)
+        except Exception as error:
+            logger.warning("metrics: job counts unavailable: %s", error)
+        yield jobs
+        depth = GaugeMetricFamily(
+            "submitter_queue_depth", "Messages waiting in a broker queue.", labels=["queue"]
+        )
+        try:
+            for queue, count in queue_depths(self.runtime.celery).items():
+                depth.add_metric([queue], count)
+        except Exception as error:
+            logger.warning("metrics: queue depth unavailable: %s", error)
+        yield depth
+
+
+class Metrics:
+    """The registry of one API app, and the ASGI middleware that times its requests."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "submitter_http_requests",
+            "HTTP requests.",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "submitter_http_request_duration_seconds",
+            "HTTP request latency.",
+            ["method", "route"],
+            registry=self.registry,
+        )
+        self.registry.register(JobsCollector(runtime))
+
+
+class MetricsMiddleware:
+    """Pure ASGI middleware (cheaper than BaseHTTPMiddleware) that counts and times requests."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status_code = 500
+
+        async def capture(message: Message) -> None:
+            nonlocal status_code
+            if message["type"] == "http.response.start":
+                status_code = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, capture)
+        finally:
+            route: Any = scope.get("route")
+            path = getattr(route, "path", None) or "unmatched"
+            method = scope.get("method", "")
+            self.metrics.requests.labels(method, path, str(status_code)).inc()
+            self.metrics.latency.labels(method, path).observe(time.perf_counter() - start)

@@ -1,0 +1,71 @@
+"""`/api/v1/jobs`: submit, list, show, cancel, logs. Logic lives in submitter.jobs.service."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response, status
+
+from submitter.api.deps import RuntimeDep, User, Viewer
+from submitter.jobs import service
+from submitter.jobs.schemas import JobCreate, JobOut, LogLineOut, Page
+from submitter.jobs.states import JobState
+
+router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=JobOut,
+    responses={200: {"description": "A job with this idempotency key exists: that job."}},
+)
+def submit_job(body: JobCreate, runtime: RuntimeDep, caller: User, response: Response) -> JobOut:
+    """Accept a job. It is stored before it is queued: once you have its id, it is not lost."""
+    job, created = service.submit(
+        runtime,
+        kind=body.kind,
+        spec=body.spec,
+        owner=caller.id,
+        depends_on=body.depends_on,
+        idempotency_key=body.idempotency_key,
+    )
+    if not created:
+        response.status_code = status.HTTP_200_OK
+    return JobOut.model_validate(job)
+
+
+@router.get("", response_model=Page[JobOut])
+def list_jobs(
+    runtime: RuntimeDep,
+    _: Viewer,
+    state: JobState | None = None,
+    kind: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> Page[JobOut]:
+    items, total = service.list_jobs(runtime, state=state, kind=kind, limit=limit, offset=offset)
+    return Page(items=[JobOut.model_validate(j) for j in items], total=total)
+
+
+@router.get("/{job_id}", response_model=JobOut)
+def get_job(job_id: str, runtime: RuntimeDep, _: Viewer) -> JobOut:
+    return JobOut.model_validate(service.get_job(runtime, job_id))
+
+
+@router.post("/{job_id}/cancel", response_model=JobOut)
+def cancel_job(job_id: str, runtime: RuntimeDep, caller: User) -> JobOut:
+    """Cancel a queued job (it never starts) or a running one (it is stopped)."""
+    return JobOut.model_validate(service.cancel(runtime, job_id, by=caller.name))
+
+
+@router.get("/{job_id}/logs", response_model=Page[LogLineOut])
+def job_logs(
+    job_id: str,
+    runtime: RuntimeDep,
+    _: Viewer,
+    after: Annotated[int, Query(ge=0, description="Only lines with id > after.")] = 0,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+) -> Page[LogLineOut]:
+    lines, total = service.job_logs(runtime, job_id, after=after, limit=limit)
+    return Page(items=[LogLineOut.model_validate(line) for line in lines], total=total)

@@ -1,0 +1,31 @@
+"""The `submitter` command: servers (api, worker, beat, up), admin (db, keys) and client commands."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from rich.console import Console
+
+from submitter.cli import demo, jobs, keys, server
+from submitter.config import ConfigError
+
+app = typer.Typer(
+    name="submitter",
+    help="Submitter: run ML and HPC jobs, keep datasets and models, serve predictions.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+server.register(app)
+app.add_typer(server.db_app, name="db")
+app.add_typer(keys.app, name="keys")
+app.add_typer(jobs.app, name="jobs")
+app.command("demo")(demo.demo)
+
+
+def main() -> None:
+    try:
+        app()
+    except ConfigError as error:
+        Console(stderr=True).print(f"[red]configuration error[/red]: {error}")
+        sys.exit(2)

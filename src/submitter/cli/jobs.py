@@ -1,0 +1,219 @@
+"""`submitter jobs`: client commands over HTTP (SUBMITTER_URL, SUBMITTER_API_KEY)."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from submitter.client import TERMINAL_STATES, ApiError, Client
+
+app = typer.Typer(help="Submit and follow jobs (over HTTP).", no_args_is_help=True)
+console = Console()
+err = Console(stderr=True)
+
+STATE_STYLE = {
+    "queued": "cyan",
+    "running": "yellow",
+    "succeeded": "green",
+    "failed": "red",
+    "cancelled": "magenta",
+}
+
+
+def _client() -> Client:
+    return Client()
+
+
+def _fail(error: ApiError) -> typer.Exit:
+    detail = error.detail
+    if isinstance(detail, list):  # a 422: one line per field
+        for item in detail:
+            loc = ".".join(str(p) for p in item.get("loc", []) if p != "body")
+            err.print(f"[red]{loc}[/red]: {item.get('msg')}")
+    else:
+        err.print(f"[red]error {error.status_code}[/red]: {detail}")
+    return typer.Exit(1)
+
+
+def _print_job(job: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(job, indent=2))
+        return
+    table = Table(show_header=False, box=None)
+    for key in (
+        "id",
+        "kind",
+        "state",
+        "phase",
+        "progress",
+        "message",
+        "attempts",
+        "depends_on",
+        "created_at",
+        "started_at",
+        "finished_at",
+        "error",
+    ):
+        value = job.get(key)
+        if value in (None, [], ""):
+            continue
+        if key == "state":
+            value = f"[{STATE_STYLE.get(value, '')}]{value}[/]"
+        table.add_row(f"[bold]{key}[/bold]", str(value))
+    console.print(table)
+    if job.get("result") is not None:
+        console.print_json(data=job["result"])
+
+
+@app.command()
+def submit(
+    kind: str,
+    spec: Annotated[str, typer.Option(help="The spec as JSON.")] = "{}",
+    depends_on: Annotated[list[str] | None, typer.Option(help="Job id; repeat for more.")] = None,
+    idempotency_key: Annotated[str | None, typer.Option()] = None,
+    wait: Annotated[bool, typer.Option(help="Follow the job until it ends.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Submit a job of KIND, e.g. `submitter jobs submit echo --spec '{"message": "hi"}'`."""
+    try:
+        spec_value = json.loads(spec)
+    except json.JSONDecodeError as error:
+        err.print(f"[red]--spec is not valid JSON[/red]: {error}")
+        raise typer.Exit(2) from None
+    with _client() as client:
+        try:
+            job = client.submit(
+                kind, spec_value, depends_on=depends_on, idempotency_key=idempotency_key
+            )
+        except ApiError as error:
+            raise _fail(error) from None
+        if not wait:
+            if as_json:
+                _print_job(job, True)
+            else:
+                print(job["id"])
+            return
+        final = _watch(client, job["id"])
+    _print_job(final, as_json)
+    raise typer.Exit(0 if final["state"] == "succeeded" else 1)
+
+
+@app.command("list")
+def list_(
+    state: Annotated[str | None, typer.Option()] = None,
+    kind: Annotated[str | None, typer.Option()] = None,
+    limit: int = 20,
+    offset: int = 0,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """List jobs, newest first."""
+    with _client() as client:
+        try:
+            page = client.jobs(state=state, kind=kind, limit=limit, offset=offset)
+        except ApiError as error:
+            raise _fail(error) from None
+    if as_json:
+        print(json.dumps(page, indent=2))
+        return
+    table = Table(
+        "id", "kind", "state", "phase", "progress", "created", title=f"{page['total']} jobs"
+    )
+    for job in page["items"]:
+        progress = "" if job["progress"] is None else f"{job['progress']:.0%}"
+        table.add_row(
+            job["id"],
+            job["kind"],
+            f"[{STATE_STYLE.get(job['state'], '')}]{job['state']}[/]",
+            job["phase"] or "",
+            progress,
+            job["created_at"][:19],
+        )
+    console.print(table)
+
+
+@app.command()
+def show(job_id: str, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Show one job."""
+    with _client() as client:
+        try:
+            _print_job(client.job(job_id), as_json)
+        except ApiError as error:
+            raise _fail(error) from None
+
+
+@app.command()
+def logs(
+    job_id: str,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Until the job ends.")] = False,
+) -> None:
+    """Print a job's log."""
+    after = 0
+    with _client() as client:
+        try:
+            while True:
+                for line in client.logs(job_id, after=after):
+                    after = line["id"]
+                    console.print(
+                        f"[dim]{line['at'][:23]}[/dim] {line['level']:7} {line['message']}",
+                        highlight=False,
+                        markup=False,
+                    )
+                if not follow or client.job(job_id)["state"] in TERMINAL_STATES:
+                    if follow:  # lines written just before the end
+                        for line in client.logs(job_id, after=after):
+                            console.print(line["message"], markup=False)
+                    return
+                time.sleep(1.0)
+        except ApiError as error:
+            raise _fail(error) from None
+
+
+@app.command()
+def cancel(job_id: str) -> None:
+    """Cancel a queued or running job."""
+    with _client() as client:
+        try:
+            job = client.cancel(job_id)
+        except ApiError as error:
+            raise _fail(error) from None
+    console.print(f"{job['id']}: {job['state']}")
+
+
+@app.command()
+def watch(job_id: str) -> None:
+    """Show a progress display until the job ends; exit 1 unless it succeeded."""
+    with _client() as client:
+        try:
+            job = _watch(client, job_id)
+        except ApiError as error:
+            raise _fail(error) from None
+    _print_job(job, False)
+    raise typer.Exit(0 if job["state"] == "succeeded" else 1)
+
+
+def _watch(client: Client, job_id: str) -> dict[str, Any]:
+    with Progress(
+        TextColumn("[bold]{task.fields[kind]}[/bold] {task.fields[job_id]}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=False,
+    ) as progress:
+        task = progress.add_task("queued", total=1.0, kind="", job_id=job_id[:8])
+
+        def update(job: dict[str, Any]) -> None:
+            label = job["state"] + (f" · {job['phase']}" if job.get("phase") else "")
+            if job.get("message"):
+                label += f" · {job['message'][:60]}"
+            done = job["progress"] or (1.0 if job["state"] == "succeeded" else 0.0)
+            progress.update(task, completed=done, description=label, kind=job["kind"])
+
+        return client.wait(job_id, poll=0.5, on_update=update)

@@ -1,0 +1,158 @@
+"""Server commands: `api`, `worker`, `beat`, `up`, `db upgrade`."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from submitter.config import Settings, get_settings
+from submitter.logs import setup_logging
+
+console = Console(stderr=True)
+db_app = typer.Typer(help="Database administration.", no_args_is_help=True)
+
+
+def _settings(service: str) -> Settings:
+    settings = get_settings()
+    setup_logging(service, settings.log_level, settings.log_format)
+    return settings
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: str = "head") -> None:
+    """Apply the database migrations (run once per deployment before starting servers)."""
+    from submitter.db.migrate import upgrade
+
+    settings = _settings("cli")
+    upgrade(settings, revision)
+    console.print(f"database at [bold]{revision}[/bold]: {_redact(settings.db_url)}")
+
+
+def api(
+    host: Annotated[str | None, typer.Option(help="Default: SUBMITTER_API_HOST")] = None,
+    port: Annotated[int | None, typer.Option(help="Default: SUBMITTER_API_PORT")] = None,
+    workers: Annotated[int, typer.Option(help="Uvicorn worker processes.")] = 1,
+) -> None:
+    """Run the HTTP API (FastAPI on Uvicorn)."""
+    import uvicorn
+
+    settings = _settings("api")
+    if settings.is_embedded_db:
+        from submitter.db.migrate import upgrade
+
+        upgrade(settings)
+    uvicorn.run(
+        "submitter.api.app:create_app",
+        factory=True,
+        host=host or settings.api_host,
+        port=port or settings.api_port,
+        workers=workers,
+        log_config=None,
+        access_log=False,
+    )
+
+
+def worker(
+    concurrency: Annotated[int | None, typer.Option(help="Pool processes (default: CPUs).")] = None,
+    queues: Annotated[str | None, typer.Option(help="Comma-separated queues.")] = None,
+    pool: Annotated[str, typer.Option(help="Celery pool: prefork, threads, solo.")] = "prefork",
+    hostname: Annotated[str | None, typer.Option(help="Celery node name.")] = None,
+) -> None:
+    """Run a Celery worker. Reconciles once at start (jobs lost while no worker ran)."""
+    from submitter.runtime import Runtime
+    from submitter.worker.reconciler import reconcile
+
+    settings = _settings("worker")
+    if settings.is_embedded_db:
+        from submitter.db.migrate import upgrade
+
+        upgrade(settings)
+    runtime = Runtime(settings)
+    celery = runtime.celery
+    celery.submitter_runtime = runtime  # type: ignore[attr-defined]
+    try:
+        reconcile(runtime)
+    except Exception as error:  # the worker is still useful; beat reconciles again soon
+        console.print(f"[yellow]start-up reconcile failed[/yellow]: {error}")
+    argv = [
+        "worker",
+        f"--queues={queues or ','.join(settings.queues)}",
+        f"--pool={pool}",
+        f"--loglevel={settings.log_level}",
+        "--without-gossip",
+        "--without-mingle",
+    ]
+    if concurrency or settings.worker_concurrency:
+        argv.append(f"--concurrency={concurrency or settings.worker_concurrency}")
+    if hostname:
+        argv.append(f"--hostname={hostname}")
+    celery.worker_main(argv)
+
+
+def beat() -> None:
+    """Run Celery beat: the reconciler and other maintenance tasks on their intervals."""
+    from submitter.worker.app import create_celery_app
+
+    settings = _settings("beat")
+    celery = create_celery_app(settings)
+    # The in-memory scheduler: no schedule file (a pickle shelve) on disk.
+    celery.start(["beat", "--scheduler=celery.beat:Scheduler", f"--loglevel={settings.log_level}"])
+
+
+def up(
+    concurrency: Annotated[int | None, typer.Option(help="Worker pool processes.")] = None,
+) -> None:
+    """Run API, worker and beat on this machine. One Ctrl+C (or SIGTERM) stops all."""
+    from submitter.cli.supervisor import Supervisor
+    from submitter.db.migrate import upgrade
+
+    settings = _settings("up")
+    upgrade(settings)
+    env = dict(os.environ)
+    if settings.admin_key is None:
+        env["SUBMITTER_ADMIN_KEY"] = local_admin_key(settings)
+    env["SUBMITTER_HOME"] = str(settings.home)
+    base = [sys.executable, "-m", "submitter"]
+    worker_cmd = [*base, "worker"] + ([f"--concurrency={concurrency}"] if concurrency else [])
+    supervisor = Supervisor(
+        {"api": [*base, "api"], "worker": worker_cmd, "beat": [*base, "beat"]}, env=env
+    )
+    url = f"http://{settings.api_host}:{settings.api_port}"
+    console.print(f"Submitter on [bold]{url}[/bold] (docs: {url}/docs); home {settings.home}")
+    if settings.admin_key is None:
+        console.print(f"admin API key in {settings.home / 'admin.key'}")
+    raise typer.Exit(supervisor.run())
+
+
+def local_admin_key(settings: Settings) -> str:
+    """The embedded stack's bootstrap admin key: made once, kept in the home folder (0600)."""
+    path = Path(settings.ensure_home()) / "admin.key"
+    if path.is_file():
+        return path.read_text().strip()
+    key = "sk_" + secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(key + "\n")
+    return key
+
+
+def _redact(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(api)
+    app.command()(worker)
+    app.command()(beat)
+    app.command()(up)

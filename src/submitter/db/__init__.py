@@ -1,0 +1,1 @@
+"""The metadata database: models, engine, sessions, migrations. One layer for API and workers."""

@@ -1,0 +1,47 @@
+"""What a job kind is, and the table of all kinds by name."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel
+
+from submitter.jobs.context import JobContext
+
+
+@dataclass(frozen=True)
+class JobKind:
+    """A job kind: a pydantic model that validates the spec and a function that runs it.
+
+    `run` returns something JSON-serialisable: it becomes the job's `result`.
+    `queue` names the Celery queue its messages go to (`default`, `train`, `hpc`).
+    """
+
+    name: str
+    spec_model: type[BaseModel]
+    run: Callable[[Any, JobContext], Any]
+    queue: str = "default"
+    description: str = ""
+
+
+class UnknownKind(LookupError):
+    def __init__(self, name: str, known: list[str]) -> None:
+        super().__init__(f"unknown job kind {name!r}; known kinds: {', '.join(known)}")
+        self.name = name
+
+
+def all_kinds() -> dict[str, JobKind]:
+    # Imported here so that adding a kind is one line and nothing imports kinds at start-up
+    # that does not need them.
+    from submitter.jobs import echo
+
+    return {kind.name: kind for kind in (echo.KIND,)}
+
+
+def get_kind(name: str) -> JobKind:
+    kinds = all_kinds()
+    if name not in kinds:
+        raise UnknownKind(name, sorted(kinds))
+    return kinds[name]

@@ -1,0 +1,56 @@
+"""The job resource as the API and the client see it."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from submitter.jobs.states import JobState
+
+T = TypeVar("T")
+
+
+class JobCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kind: str = Field(description="Job kind, e.g. echo, train, predict, slurm.")
+    spec: dict[str, Any] = Field(default_factory=dict, description="Kind-specific settings.")
+    depends_on: list[str] = Field(default_factory=list, max_length=1000)
+    idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
+
+
+class JobOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    kind: str
+    state: JobState
+    phase: str | None
+    progress: float | None
+    message: str | None
+    spec: dict[str, Any]
+    result: Any | None
+    error: str | None
+    depends_on: list[str]
+    attempts: int
+    external_id: str | None
+    idempotency_key: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class LogLineOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    at: datetime
+    level: str
+    message: str
+
+
+class Page(BaseModel, Generic[T]):
+    items: list[T]
+    total: int

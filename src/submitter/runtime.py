@@ -1,0 +1,45 @@
+"""The per-process handles built from settings: database engine, sessions, Celery client.
+
+API, worker and CLI each build one Runtime; nothing else holds global connections.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import cached_property
+from typing import TYPE_CHECKING
+
+from sqlalchemy.orm import Session
+
+from submitter.config import Settings
+from submitter.db.session import make_engine, make_sessionmaker, transaction
+
+if TYPE_CHECKING:
+    from celery import Celery
+
+
+class Runtime:
+    def __init__(self, settings: Settings, celery: Celery | None = None) -> None:
+        self.settings = settings
+        if settings.is_embedded_db:
+            settings.ensure_home()
+        self.engine = make_engine(settings.db_url)
+        self.sessions = make_sessionmaker(self.engine)
+        if celery is not None:
+            self.__dict__["celery"] = celery
+
+    @cached_property
+    def celery(self) -> Celery:
+        """A Celery app for sending messages (and, in a worker, for running tasks)."""
+        from submitter.worker.app import create_celery_app
+
+        return create_celery_app(self.settings)
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        with transaction(self.sessions) as session:
+            yield session
+
+    def close(self) -> None:
+        self.engine.dispose()

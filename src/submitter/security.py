@@ -1,0 +1,104 @@
+"""API keys and roles.
+
+Keys are random 256-bit tokens, so a plain SHA-256 is enough to store them safely (no salt
+or slow hash is needed against guessing; those protect low-entropy passwords). Only the
+hash is stored; the key is shown once when it is created.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+from enum import StrEnum
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from submitter.db.models import ApiKey
+from submitter.db.types import utcnow
+
+KEY_PREFIX = "sk_"
+BOOTSTRAP_ID = "bootstrap-admin"
+
+
+class Role(StrEnum):
+    admin = "admin"
+    user = "user"
+    viewer = "viewer"
+
+    @property
+    def rank(self) -> int:
+        return {"viewer": 0, "user": 1, "admin": 2}[self.value]
+
+    def allows(self, needed: Role) -> bool:
+        return self.rank >= needed.rank
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the id is the owner recorded on jobs (scopes idempotency keys)."""
+
+    id: str
+    name: str
+    role: Role
+
+
+class ApiKeyError(Exception):
+    """A key operation failed (duplicate name, unknown key)."""
+
+
+def generate_key() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def create_key(session: Session, name: str, role: Role) -> tuple[ApiKey, str]:
+    """Create a key; return its row and the plaintext key (shown once)."""
+    if session.scalar(select(ApiKey).where(ApiKey.name == name)) is not None:
+        raise ApiKeyError(f"a key named {name!r} exists")
+    plaintext = generate_key()
+    row = ApiKey(
+        id=secrets.token_hex(8),
+        name=name,
+        role=role.value,
+        key_hash=hash_key(plaintext),
+        prefix=plaintext[:10],
+    )
+    session.add(row)
+    session.flush()
+    return row, plaintext
+
+
+def list_keys(session: Session) -> list[ApiKey]:
+    return list(session.scalars(select(ApiKey).order_by(ApiKey.created_at)))
+
+
+def revoke_key(session: Session, name_or_id: str) -> ApiKey:
+    row = session.scalar(
+        select(ApiKey).where((ApiKey.name == name_or_id) | (ApiKey.id == name_or_id))
+    )
+    if row is None:
+        raise ApiKeyError(f"no key named {name_or_id!r}")
+    if row.revoked_at is None:
+        row.revoked_at = utcnow()
+    return row
+
+
+def authenticate(session: Session, token: str, admin_key: str | None) -> Principal | None:
+    """Return the principal for a bearer token, or None if it is not a valid key."""
+    if admin_key and hmac.compare_digest(token.encode(), admin_key.encode()):
+        return Principal(id=BOOTSTRAP_ID, name="bootstrap admin", role=Role.admin)
+    row = session.scalar(select(ApiKey).where(ApiKey.key_hash == hash_key(token)))
+    if row is None or row.revoked_at is not None:
+        return None
+    now = utcnow()
+    # Record use, but at most once a minute: not a write on every request.
+    if row.last_used_at is None or now - row.last_used_at > timedelta(minutes=1):
+        session.execute(update(ApiKey).where(ApiKey.id == row.id).values(last_used_at=now))
+    return Principal(id=row.id, name=row.name, role=Role(row.role))

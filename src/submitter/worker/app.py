@@ -1,0 +1,65 @@
+"""The Celery app, configured so that no accepted job is lost.
+
+- JSON only: messages carry a job id, never data, never pickles.
+- Late acks + reject on worker loss + prefetch 1: a message is acknowledged only after its
+  job ran; a worker that dies hands its message back to the broker.
+- Visibility timeout (Redis, SQLite broker) longer than the longest job, so a slow job is
+  not redelivered while it runs; redeliveries that happen anyway are dropped by the runner.
+- No result backend: the database holds every result.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from celery import Celery
+from kombu import Exchange, Queue
+
+from submitter.config import Settings
+
+QUEUES = ("default", "train", "hpc")
+
+
+def create_celery_app(settings: Settings) -> Celery:
+    app = Celery("submitter", broker=settings.broker, set_as_current=False)
+    # kombu's SQLAlchemy transport hands every transport option to create_engine(), and
+    # it has no visibility timeout (it deletes a message when it is read); the DB lease
+    # covers lost runs there.
+    transport_options: dict[str, object] = (
+        {}
+        if settings.broker.startswith("sqla+")
+        else {"visibility_timeout": settings.visibility_timeout_seconds}
+    )
+    intervals = settings.maintenance_intervals
+    app.conf.update(
+        task_serializer="json",
+        result_serializer="json",
+        event_serializer="json",
+        accept_content=["json"],
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_ignore_result=True,
+        result_backend=None,
+        broker_transport_options=transport_options,
+        broker_connection_retry_on_startup=True,
+        broker_connection_timeout=5,
+        task_default_queue="default",
+        task_queues=[Queue(name, Exchange(name), routing_key=name) for name in QUEUES],
+        task_create_missing_queues=True,
+        worker_hijack_root_logger=False,
+        worker_redirect_stdouts=False,
+        worker_concurrency=settings.worker_concurrency,
+        beat_schedule={
+            "submitter-reconcile": {
+                "task": "submitter.reconcile",
+                "schedule": timedelta(seconds=intervals["reconcile"]),
+                "options": {"queue": "default", "expires": intervals["reconcile"]},
+            },
+        },
+    )
+    app.conf["submitter_settings"] = settings
+    from submitter.worker.tasks import register_tasks
+
+    register_tasks(app)
+    return app

@@ -1,0 +1,18 @@
+"""Sending a job's wake-up message: the job id, to the queue of its kind."""
+
+from __future__ import annotations
+
+from celery import Celery
+
+RUN_JOB_TASK = "submitter.run_job"
+RECONCILE_TASK = "submitter.reconcile"
+
+# Fail fast when the broker is down: the job is in the database already and the
+# reconciler will send its message later. The HTTP request must not hang.
+_RETRY_POLICY = {"max_retries": 2, "interval_start": 0.1, "interval_step": 0.2, "interval_max": 0.5}
+
+
+def send_job(celery: Celery, job_id: str, queue: str) -> None:
+    celery.send_task(
+        RUN_JOB_TASK, args=[job_id], queue=queue, retry=True, retry_policy=_RETRY_POLICY
+    )
