@@ -159,7 +159,7 @@ def _finish(
     if recorded:
         return str(state)
     # Cancelled meanwhile, or the lease was taken over: the row is someone else's now.
-    logger.info("job %s: outcome %s not recorded, the job is no longer ours", job_id, state)
+    _log_line(runtime, job_id, "INFO", f"run on this worker stopped ({state}): job no longer ours")
     return "superseded"
 
 

@@ -1,0 +1,517 @@
+"""Dispatch benchmark: Submitter's REST API against raw Celery, on the same broker.
+
+What it measures, per backend:
+
+- **Submitter**: `--jobs` `echo` jobs POSTed to `/api/v1/jobs` from `--concurrency` client
+  threads, run by `submitter worker --concurrency W` (prefork). The clock starts at the first
+  submit and stops at the last `finished_at` of those jobs (completion is detected by polling
+  the database directly, not the API). Submit→start latency = `started_at - created_at`.
+- **Raw Celery**: the same number of `apply_async` calls of a no-op task
+  (`bench/_raw_celery_app.py`, configured like Submitter's Celery app) from the same number of
+  threads, run by a plain `celery worker` with the same pool and concurrency on the same
+  broker. The task records its start (minus the `sent_at` passed as its argument) and its end.
+
+Throughput is jobs / (last completion - first submit); the ratio is Submitter / raw. The goal
+is a ratio of at least 0.5 on the redis backend.
+
+Backends:
+
+- `redis`: PostgreSQL (a fresh database `submitter_bench_<random>`, dropped afterwards) and
+  Redis (db flushed before and after) as broker. Addresses from `SUBMITTER_BENCH_POSTGRES_URL`
+  (default postgresql://postgres@127.0.0.1:5432/postgres) and `SUBMITTER_BENCH_REDIS_URL`
+  (default redis://127.0.0.1:6379/14).
+- `embedded`: only `SUBMITTER_HOME` set (a temp dir): SQLite database and SQLite broker.
+  The raw baseline runs on a `sqla+sqlite` broker in the same folder.
+
+Run from the repository root:
+
+    .venv/bin/python bench/dispatch.py [--jobs 1000] [--concurrency 8]
+        [--workers-concurrency 2] [--backend redis|embedded|both] [--timeout 300]
+
+Exit status 0 when every job completed (whatever the figures), 1 when jobs did not complete
+within the timeout or a service or process failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import redis
+from psycopg import sql
+from sqlalchemy import Engine, create_engine, func, select
+from sqlalchemy.engine import make_url
+
+BENCH_DIR = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH_DIR))
+
+import _raw_celery_app as raw  # noqa: E402
+
+from submitter.db.models import Job  # noqa: E402
+
+DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/14"
+RAW_QUEUE = "bench_raw"
+GOAL_RATIO = 0.5
+POLL_SECONDS = 0.1
+START_TIMEOUT = 60.0
+
+
+class BenchError(Exception):
+    """The benchmark could not run or finish; the message says why."""
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass
+class Run:
+    """One side of one backend: how many jobs, over how long, and their start latencies."""
+
+    jobs: int
+    submit_seconds: float  # first submit → last submit returned
+    total_seconds: float  # first submit → last completion
+    latencies: list[float]  # submit → start, seconds
+
+    @property
+    def jobs_per_second(self) -> float:
+        return self.jobs / self.total_seconds
+
+    def latency_ms(self, q: float) -> float:
+        return percentile(self.latencies, q) * 1000
+
+
+@dataclass
+class Row:
+    backend: str
+    submitter: Run
+    raw: Run | None
+
+    @property
+    def ratio(self) -> float | None:
+        return (
+            None if self.raw is None else self.submitter.jobs_per_second / self.raw.jobs_per_second
+        )
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile, q in 0..100."""
+    ordered = sorted(values)
+    index = max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))
+    return ordered[index]
+
+
+# --------------------------------------------------------------------------- processes
+
+
+class Processes:
+    """Subprocesses of this benchmark, each in its own process group, logs in a folder."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self.running: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, name: str, cmd: list[str], env: dict[str, str]) -> None:
+        log = (self.log_dir / f"{name}.log").open("wb")
+        self.running[name] = subprocess.Popen(
+            cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        log.close()
+
+    def check_alive(self) -> None:
+        for name, proc in self.running.items():
+            if proc.poll() is not None:
+                raise BenchError(f"{name} exited with {proc.returncode}:\n{self.tail(name)}")
+
+    def tail(self, name: str, lines: int = 30) -> str:
+        path = self.log_dir / f"{name}.log"
+        text = path.read_text(errors="replace") if path.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def stop(self, name: str, timeout: float = 20.0) -> None:
+        """SIGTERM the process group (Celery's pool children too), SIGKILL it if it lingers."""
+        proc = self.running.pop(name)
+        _signal_group(proc, signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            _signal_group(proc, signal.SIGKILL)
+            proc.wait()
+        _signal_group(proc, signal.SIGKILL)  # pool children that outlived their parent
+
+    def stop_all(self) -> None:
+        for name in list(self.running):
+            self.stop(name)
+
+
+def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, sig)
+
+
+def wait_until(
+    condition: Callable[[], bool],
+    timeout: float,
+    what: str | Callable[[], str],
+    processes: Processes,
+) -> None:
+    """Poll `condition`; raise if a process died or `timeout` passed (with the logs' tails)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        processes.check_alive()
+        if time.monotonic() > deadline:
+            described = what if isinstance(what, str) else what()
+            tails = "".join(f"\n--- {n} log:\n{processes.tail(n)}" for n in processes.running)
+            raise BenchError(f"timed out after {timeout:.0f} s waiting for {described}{tails}")
+        time.sleep(POLL_SECONDS)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """This process's environment without any SUBMITTER_* setting, plus `extra`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SUBMITTER_")}
+    env.update(extra)
+    return env
+
+
+def submit_all(count: int, threads: int, submit_one: Callable[[int], Any]) -> tuple[float, float]:
+    """Call submit_one(0..count-1) from `threads` threads; return (first submit, last return)."""
+    with ThreadPoolExecutor(threads) as pool:
+        started = time.time()
+        list(pool.map(submit_one, range(count)))
+        return started, time.time()
+
+
+# --------------------------------------------------------------------------- services
+
+
+def check_redis(url: str) -> None:
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=3).ping()
+    except redis.RedisError as error:
+        raise BenchError(f"Redis at {url} does not answer: {error}") from None
+
+
+@contextlib.contextmanager
+def flushed_redis(url: str) -> Iterator[None]:
+    client = redis.Redis.from_url(url, socket_connect_timeout=3)
+    client.flushdb()
+    try:
+        yield
+    finally:
+        client.flushdb()
+
+
+@contextlib.contextmanager
+def bench_database(admin_url: str) -> Iterator[str]:
+    """Create a fresh PostgreSQL database; yield its URL; drop it (even if still in use)."""
+    name = f"submitter_bench_{secrets.token_hex(4)}"
+    try:
+        admin = psycopg.connect(admin_url, autocommit=True, connect_timeout=3)
+    except psycopg.Error as error:
+        raise BenchError(f"PostgreSQL at {admin_url} does not answer: {error}") from None
+    with admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        try:
+            yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+        finally:
+            admin.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+
+def sqlalchemy_url(url: str) -> str:
+    """Plain postgresql:// means psycopg 3, as in Submitter's settings."""
+    if url.startswith("postgresql://"):
+        return "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    return url
+
+
+# --------------------------------------------------------------------------- raw Celery
+
+
+def run_raw(
+    *,
+    broker: str,
+    sink_spec: str,
+    args: argparse.Namespace,
+    processes: Processes,
+) -> Run:
+    """`args.jobs` apply_async calls of the no-op task, run by a plain `celery worker`."""
+    sink = raw.open_sink(sink_spec)
+    sink.clear()
+    env = clean_env(
+        PYTHONPATH=str(BENCH_DIR),
+        BENCH_RAW_BROKER=broker,
+        BENCH_RAW_QUEUE=RAW_QUEUE,
+        BENCH_RAW_SINK=sink_spec,
+    )
+    cmd = [sys.executable, "-m", "celery", "-A", "_raw_celery_app", "worker"]
+    cmd += [f"--queues={RAW_QUEUE}", "--pool=prefork", f"--concurrency={args.workers_concurrency}"]
+    cmd += ["--loglevel=WARNING", "--without-gossip", "--without-mingle", "--hostname=raw@%h"]
+    processes.start("raw-worker", cmd, env)
+    app = raw.make_app(broker, RAW_QUEUE)
+    noop = app.tasks[raw.TASK_NAME]
+    try:
+        # Ready = it ran a few tasks (pool children forked, broker connection up).
+        warmup = 2 * args.workers_concurrency
+        for _ in range(warmup):
+            noop.apply_async(args=[time.time()])
+        wait_until(lambda: sink.count("done") >= warmup, START_TIMEOUT, "raw worker", processes)
+        sink.clear()
+
+        def submit_one(_: int) -> None:
+            noop.apply_async(args=[time.time()])
+
+        first, last = submit_all(args.jobs, args.concurrency, submit_one)
+        remaining = args.timeout - (time.time() - first)
+        wait_until(
+            lambda: sink.count("done") >= args.jobs,
+            remaining,
+            lambda: f"{args.jobs} raw Celery tasks to complete ({sink.count('done')} done)",
+            processes,
+        )
+        return Run(
+            jobs=args.jobs,
+            submit_seconds=last - first,
+            total_seconds=max(sink.values("done")) - first,
+            latencies=sink.values("start"),
+        )
+    finally:
+        processes.stop("raw-worker")
+        app.close()
+
+
+# --------------------------------------------------------------------------- Submitter
+
+
+def run_submitter(
+    *, env: dict[str, str], db_url: str, args: argparse.Namespace, processes: Processes
+) -> Run:
+    """`args.jobs` echo jobs through the REST API, run by `submitter worker`."""
+    submitter = [sys.executable, "-m", "submitter"]
+    upgrade = subprocess.run(
+        [*submitter, "db", "upgrade"], env=env, capture_output=True, text=True, check=False
+    )
+    if upgrade.returncode != 0:
+        raise BenchError(f"submitter db upgrade failed:\n{upgrade.stdout}{upgrade.stderr}")
+    processes.start("api", [*submitter, "api"], env)
+    worker_cmd = [*submitter, "worker", f"--concurrency={args.workers_concurrency}"]
+    processes.start("worker", worker_cmd, env)
+    engine = create_engine(sqlalchemy_url(db_url))
+    base_url = f"http://127.0.0.1:{env['SUBMITTER_API_PORT']}"
+    headers = {"Authorization": f"Bearer {env['SUBMITTER_ADMIN_KEY']}"}
+    limits = httpx.Limits(
+        max_connections=args.concurrency, max_keepalive_connections=args.concurrency
+    )
+    try:
+        with httpx.Client(base_url=base_url, headers=headers, limits=limits, timeout=60) as http:
+            wait_until(lambda: _ready(http), START_TIMEOUT, f"{base_url}/ready", processes)
+
+            def submit_one(n: int) -> str:
+                response = http.post(
+                    "/api/v1/jobs", json={"kind": "echo", "spec": {"message": str(n)}}
+                )
+                if response.status_code != 202:
+                    raise BenchError(f"submit answered {response.status_code}: {response.text}")
+                return str(response.json()["id"])
+
+            # Ready = the worker ran a few jobs (pool children forked, DB and broker up).
+            warmup = [submit_one(-1) for _ in range(2 * args.workers_concurrency)]
+            wait_until(lambda: _finished(engine) >= len(warmup), START_TIMEOUT, "worker", processes)
+            ids: list[str] = []
+            first, last = submit_all(
+                args.jobs, args.concurrency, lambda n: ids.append(submit_one(n))
+            )
+        target = len(warmup) + args.jobs
+        remaining = args.timeout - (time.time() - first)
+        wait_until(
+            lambda: _finished(engine) >= target,
+            remaining,
+            lambda: f"{args.jobs} Submitter jobs ({_finished(engine) - len(warmup)} done)",
+            processes,
+        )
+        return _submitter_run(engine, ids, first, last)
+    finally:
+        processes.stop("worker")
+        processes.stop("api")
+        engine.dispose()
+
+
+def _ready(http: httpx.Client) -> bool:
+    try:
+        return http.get("/ready").status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _finished(engine: Engine) -> int:
+    """Jobs that succeeded; raise if any failed (they would never count)."""
+    with engine.connect() as connection:
+        counts = dict(connection.execute(select(Job.state, func.count()).group_by(Job.state)).all())
+    bad = {state: n for state, n in counts.items() if state in ("failed", "cancelled")}
+    if bad:
+        raise BenchError(f"jobs did not succeed: {bad}")
+    return int(counts.get("succeeded", 0))
+
+
+def _submitter_run(engine: Engine, ids: list[str], first: float, last: float) -> Run:
+    with engine.connect() as connection:
+        rows = connection.execute(
+            select(Job.created_at, Job.started_at, Job.finished_at).where(Job.id.in_(ids))
+        ).all()
+    return Run(
+        jobs=len(rows),
+        submit_seconds=last - first,
+        total_seconds=max(row.finished_at.timestamp() for row in rows) - first,
+        latencies=[(row.started_at - row.created_at).total_seconds() for row in rows],
+    )
+
+
+# --------------------------------------------------------------------------- backends
+
+
+def bench_redis(args: argparse.Namespace, work: Path, processes: Processes) -> Row:
+    postgres_url = os.environ.get("SUBMITTER_BENCH_POSTGRES_URL", DEFAULT_POSTGRES_URL)
+    redis_url = os.environ.get("SUBMITTER_BENCH_REDIS_URL", DEFAULT_REDIS_URL)
+    check_redis(redis_url)
+    with bench_database(postgres_url) as db_url, flushed_redis(redis_url):
+        log(f"redis: raw Celery, {args.jobs} tasks on {redis_url}")
+        raw_run = run_raw(broker=redis_url, sink_spec=redis_url, args=args, processes=processes)
+        log(f"redis: Submitter, {args.jobs} jobs, database {make_url(db_url).database}")
+        env = submitter_env(
+            work / "redis-home", SUBMITTER_DATABASE_URL=db_url, SUBMITTER_BROKER_URL=redis_url
+        )
+        sub_run = run_submitter(env=env, db_url=db_url, args=args, processes=processes)
+    return Row("redis", sub_run, raw_run)
+
+
+def bench_embedded(args: argparse.Namespace, work: Path, processes: Processes) -> Row:
+    home = work / "embedded-home"
+    home.mkdir()
+    broker = f"sqla+sqlite:///{home / 'broker.db'}"  # the embedded default's broker
+    log(f"embedded: raw Celery, {args.jobs} tasks on {broker}")
+    raw_run = run_raw(
+        broker=broker, sink_spec=str(work / "raw-embedded.records"), args=args, processes=processes
+    )
+    log(f"embedded: Submitter, {args.jobs} jobs in {home}")
+    env = submitter_env(home)
+    sub_run = run_submitter(
+        env=env, db_url=f"sqlite:///{home / 'submitter.db'}", args=args, processes=processes
+    )
+    return Row("embedded", sub_run, raw_run)
+
+
+def submitter_env(home: Path, **settings: str) -> dict[str, str]:
+    return clean_env(
+        SUBMITTER_HOME=str(home),
+        SUBMITTER_ADMIN_KEY="sk_bench_" + secrets.token_urlsafe(16),
+        SUBMITTER_API_PORT=str(free_port()),
+        SUBMITTER_LOG_LEVEL="WARNING",
+        **settings,
+    )
+
+
+# --------------------------------------------------------------------------- report
+
+
+def log(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+def print_report(rows: list[Row], args: argparse.Namespace) -> None:
+    print(
+        f"\n{args.jobs} jobs, {args.concurrency} client threads, "
+        f"worker --concurrency {args.workers_concurrency} (prefork)\n"
+    )
+    header = (
+        f"{'backend':<9} {'submitter jobs/s':>16} {'raw jobs/s':>10} {'ratio':>6}  "
+        f"{'submitter p50/p99 ms':>20}  {'raw p50/p99 ms':>14}  goal ratio >= {GOAL_RATIO}"
+    )
+    print(header)
+    print("-" * len(header))
+    for row in rows:
+        sub, base = row.submitter, row.raw
+        ratio = row.ratio
+        goal = "n/a" if ratio is None else ("met" if ratio >= GOAL_RATIO else "not met")
+        print(
+            f"{row.backend:<9} {sub.jobs_per_second:>16.1f} "
+            f"{_fmt(base.jobs_per_second if base else None, '.1f'):>10} "
+            f"{_fmt(ratio, '.2f'):>6}  {_p50_p99(sub):>20}  {_p50_p99(base):>14}  {goal}"
+        )
+    print("\nphases (s): submit = first to last submit returned; total = first submit to last end")
+    for row in rows:
+        for side, run in (("submitter", row.submitter), ("raw", row.raw)):
+            if run is not None:
+                print(
+                    f"  {row.backend:<9} {side:<9} submit {run.submit_seconds:6.2f}  "
+                    f"total {run.total_seconds:6.2f}  ({run.jobs} jobs)"
+                )
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _p50_p99(run: Run | None) -> str:
+    return "-" if run is None else f"{run.latency_ms(50):.0f} / {run.latency_ms(99):.0f}"
+
+
+# --------------------------------------------------------------------------- main
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--jobs", type=int, default=1000)
+    parser.add_argument("--concurrency", type=int, default=8, help="client threads")
+    parser.add_argument("--workers-concurrency", type=int, default=2, help="worker pool size")
+    parser.add_argument("--backend", choices=["redis", "embedded", "both"], default="both")
+    parser.add_argument("--timeout", type=float, default=300.0, help="seconds per run")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    # SIGTERM unwinds like Ctrl+C, so the finally blocks stop the servers and drop the DB.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    backends = ["redis", "embedded"] if args.backend == "both" else [args.backend]
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory(prefix="submitter-bench-") as tmp:
+        work = Path(tmp)
+        processes = Processes(work)
+        try:
+            for backend in backends:
+                bench = bench_redis if backend == "redis" else bench_embedded
+                rows.append(bench(args, work, processes))
+        except BenchError as error:
+            log(f"FAILED: {error}")
+            return 1
+        finally:
+            processes.stop_all()
+            if rows:
+                print_report(rows, args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
