@@ -96,13 +96,14 @@ def worker(
 
 
 def beat() -> None:
-    """Run Celery beat: the reconciler and other maintenance tasks on their intervals."""
+    """Run Celery beat: the reconciler (run in beat itself) and schedules, on their intervals."""
     from submitter.worker.app import create_celery_app
 
     settings = _settings("beat")
     celery = create_celery_app(settings)
-    # The in-memory scheduler: no schedule file (a pickle shelve) on disk.
-    celery.start(["beat", "--scheduler=celery.beat:Scheduler", f"--loglevel={settings.log_level}"])
+    celery.start(
+        ["beat", "--scheduler=submitter.worker.beat:Scheduler", f"--loglevel={settings.log_level}"]
+    )
 
 
 def up(

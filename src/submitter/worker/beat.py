@@ -1,0 +1,54 @@
+"""Celery beat's scheduler for Submitter.
+
+Two differences from Celery's default (PersistentScheduler):
+
+- The schedule is kept in memory: no `celerybeat-schedule` shelve (a pickle file) on disk.
+  The built-in entries are intervals; after a restart they simply start counting again.
+- Maintenance tasks (the reconciler) run *here*, in the beat process, instead of being sent
+  to a worker. A reconciler queued behind hours of training jobs, or with every worker dead,
+  would recover nothing; beat runs where the clock is and needs only the database and the
+  broker. Other entries (user schedules, later) are sent to workers as usual.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from celery import beat
+
+from submitter.runtime import Runtime
+from submitter.worker.dispatch import RECONCILE_TASK
+
+logger = logging.getLogger(__name__)
+
+
+def _reconcile(runtime: Runtime) -> None:
+    from submitter.worker.reconciler import reconcile
+
+    reconcile(runtime)
+
+
+IN_BEAT: dict[str, Callable[[Runtime], None]] = {RECONCILE_TASK: _reconcile}
+
+
+class Scheduler(beat.Scheduler):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._runtime: Runtime | None = None
+
+    def runtime(self) -> Runtime:
+        if self._runtime is None:
+            self._runtime = Runtime(self.app.conf["submitter_settings"], celery=self.app)
+        return self._runtime
+
+    def apply_entry(self, entry: beat.ScheduleEntry, producer: Any = None) -> None:
+        run_here = IN_BEAT.get(entry.task)
+        if run_here is None:
+            super().apply_entry(entry, producer)
+            return
+        try:
+            run_here(self.runtime())
+        except Exception:  # one failed round must not stop beat; the next one retries
+            logger.exception("maintenance task %s failed", entry.task)
