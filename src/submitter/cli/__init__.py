@@ -1,4 +1,4 @@
-"""The `submitter` command: servers (api, worker, beat, up), admin (db, keys) and client commands."""
+"""The `submitter` command: servers (api, worker, beat, up), admin (db, keys), client commands."""
 
 from __future__ import annotations
 

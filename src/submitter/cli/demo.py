@@ -36,16 +36,16 @@ def _free_port() -> int:
 
 
 def _table(jobs: list[dict[str, Any]]) -> Table:
-    table = Table("job", "id", "depends on", "state", "progress", "result")
+    table = Table("job", "id", "depends on", "state", "progress", "attempts")
     for job in jobs:
         progress = "" if job["progress"] is None else f"{job['progress']:.0%}"
         table.add_row(
             job["spec"]["message"],
             job["id"][:8],
             ", ".join(d[:8] for d in job["depends_on"]),
-            job["state"],
+            job["state"] + (f" ({job['phase']})" if job["phase"] else ""),
             progress,
-            str(job["result"] or job["error"] or ""),
+            str(job["attempts"]),
         )
     return table
 
@@ -109,6 +109,8 @@ def demo(
             console.print("[green]all jobs succeeded[/green]")
         else:
             code = 1
+            tail = log_path.read_text(errors="replace").splitlines()[-30:]
+            console.print(f"[red]the demo failed[/red]; last lines of {log_path}:", *tail, sep="\n")
         if keep:
             console.print(
                 f"stack left running: docs http://127.0.0.1:{port}/docs · API key {key} · "

@@ -1,0 +1,168 @@
+"""The `submitter` command as a user runs it: real processes, real HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import Backend, Process, make_backend
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def run(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("SUBMITTER_")}
+    full_env.update(env)
+    full_env["COLUMNS"] = "200"
+    return subprocess.run(
+        [sys.executable, "-m", "submitter", *args],
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture
+def embedded(tmp_path: Path) -> Iterator[Backend]:
+    with make_backend("embedded", tmp_path) as backend:
+        yield backend
+
+
+@pytest.fixture
+def served(embedded: Backend) -> Iterator[dict[str, str]]:
+    """An API and a worker as processes; yields the client environment."""
+    port = _free_port()
+    embedded.env["SUBMITTER_API_PORT"] = str(port)
+    processes = [Process(embedded, "api"), Process(embedded, "worker", "--concurrency=1")]
+    url = f"http://127.0.0.1:{port}"
+    _wait_ready(url)
+    try:
+        yield {"SUBMITTER_URL": url, "SUBMITTER_API_KEY": embedded.admin_key}
+    finally:
+        for process in processes:
+            process.stop()
+
+
+def test_keys_create_list_revoke(embedded: Backend) -> None:
+    created = run(embedded.env, "keys", "create", "alice", "--role", "viewer")
+    assert created.returncode == 0, created.stderr
+    key = created.stdout.strip().splitlines()[-1]
+    assert key.startswith("sk_")
+    listed = run(embedded.env, "keys", "list")
+    assert "alice" in listed.stdout and "viewer" in listed.stdout
+    assert key not in listed.stdout  # only a prefix is shown
+    duplicate = run(embedded.env, "keys", "create", "alice")
+    assert duplicate.returncode == 1
+    assert "exists" in duplicate.stdout
+    assert run(embedded.env, "keys", "revoke", "alice").returncode == 0
+    assert run(embedded.env, "keys", "revoke", "bob").returncode == 1
+
+
+def test_jobs_commands_over_http(served: dict[str, str]) -> None:
+    submitted = run(
+        served, "jobs", "submit", "echo", "--spec", '{"message": "hi"}', "--wait", "--json"
+    )
+    assert submitted.returncode == 0, submitted.stderr
+    job = json.loads(submitted.stdout)
+    assert job["state"] == "succeeded"
+    assert job["result"]["message"] == "hi"
+
+    shown = run(served, "jobs", "show", job["id"])
+    assert "succeeded" in shown.stdout
+    listed = run(served, "jobs", "list", "--state", "succeeded")
+    assert job["id"] in listed.stdout
+    logs = run(served, "jobs", "logs", job["id"])
+    assert "echo: hi" in logs.stdout
+
+    long_id = run(
+        served, "jobs", "submit", "echo", "--spec", '{"message": "slow", "sleep_seconds": 60}'
+    ).stdout.strip()
+    cancelled = run(served, "jobs", "cancel", long_id)
+    assert cancelled.returncode == 0 and "cancelled" in cancelled.stdout
+    watched = run(served, "jobs", "watch", long_id)
+    assert watched.returncode == 1  # it did not succeed
+
+
+def test_jobs_submit_reports_bad_input(served: dict[str, str]) -> None:
+    bad_json = run(served, "jobs", "submit", "echo", "--spec", "{nope")
+    assert bad_json.returncode == 2
+    assert "not valid JSON" in bad_json.stderr
+    unknown = run(served, "jobs", "submit", "train-a-dragon")
+    assert unknown.returncode == 1
+    assert "kind" in unknown.stderr and "unknown job kind" in unknown.stderr
+    no_key = run(
+        {"SUBMITTER_URL": served["SUBMITTER_URL"], "SUBMITTER_HOME": "/nonexistent"}, "jobs", "list"
+    )
+    assert no_key.returncode == 1
+    assert "401" in no_key.stderr
+
+
+def test_bad_setting_stops_startup_naming_the_key(tmp_path: Path) -> None:
+    result = run({"SUBMITTER_HOME": str(tmp_path), "SUBMITTER_API_PORT": "seventy"}, "api")
+    assert result.returncode == 2
+    assert "SUBMITTER_API_PORT" in result.stderr
+
+
+def _wait_ready(url: str, process: subprocess.Popen[bytes] | None = None) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(f"{url}/ready").status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline, f"{url} not ready in 60 s"
+        assert process is None or process.poll() is None, "the server process exited"
+        time.sleep(0.2)
+
+
+def test_up_runs_the_stack_and_one_sigterm_stops_all(tmp_path: Path) -> None:
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SUBMITTER_")}
+    env.update(SUBMITTER_HOME=str(tmp_path), SUBMITTER_API_PORT=str(port))
+    up = subprocess.Popen(
+        [sys.executable, "-m", "submitter", "up", "--concurrency=1"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        _wait_ready(f"http://127.0.0.1:{port}", up)
+        # No SUBMITTER_API_KEY: the client finds the key `up` wrote into its home.
+        client_env = {"SUBMITTER_URL": f"http://127.0.0.1:{port}", "SUBMITTER_HOME": str(tmp_path)}
+        done = run(client_env, "jobs", "submit", "echo", "--spec", '{"message": "up"}', "--wait")
+        assert done.returncode == 0, done.stderr
+        children = subprocess.run(
+            ["pgrep", "-P", str(up.pid)], capture_output=True, text=True
+        ).stdout.split()
+        assert len(children) == 3  # api, worker, beat
+        up.send_signal(signal.SIGTERM)
+        assert up.wait(40) == 0
+        for pid in children:
+            assert not Path(f"/proc/{pid}").exists(), f"child {pid} outlived up"
+    finally:
+        if up.poll() is None:
+            os.killpg(up.pid, signal.SIGKILL)
+
+
+def test_demo_finishes_on_a_fresh_home() -> None:
+    result = run({}, "demo", timeout=180)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "all jobs succeeded" in result.stdout
