@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import ctypes
 import signal
 import subprocess
+import sys
 import time
 from types import FrameType
 
 from rich.console import Console
 
 console = Console(stderr=True)
+
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM if the supervisor dies, even by SIGKILL (Linux)."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class Supervisor:
@@ -34,7 +44,7 @@ class Supervisor:
                 # Own process group: a terminal's Ctrl+C reaches us only, and we stop
                 # children in order rather than all at once.
                 self.children[name] = subprocess.Popen(
-                    command, env=self.env, start_new_session=True
+                    command, env=self.env, start_new_session=True, preexec_fn=_die_with_parent
                 )
             while not self._stopping:
                 for name, child in self.children.items():
