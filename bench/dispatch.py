@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import os
 import secrets
 import signal
@@ -112,7 +113,7 @@ class Row:
 def percentile(values: list[float], q: float) -> float:
     """Nearest-rank percentile, q in 0..100."""
     ordered = sorted(values)
-    index = max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))
+    index = max(0, min(len(ordered) - 1, math.ceil(q / 100 * len(ordered)) - 1))
     return ordered[index]
 
 
@@ -196,10 +197,13 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 def submit_all(count: int, threads: int, submit_one: Callable[[int], Any]) -> tuple[float, float]:
     """Call submit_one(0..count-1) from `threads` threads; return (first submit, last return)."""
-    with ThreadPoolExecutor(threads) as pool:
+    pool = ThreadPoolExecutor(threads)
+    try:
         started = time.time()
         list(pool.map(submit_one, range(count)))
         return started, time.time()
+    finally:
+        pool.shutdown(cancel_futures=True)  # on Ctrl+C or an error: drop the unsent rest
 
 
 # --------------------------------------------------------------------------- services
@@ -261,7 +265,7 @@ def run_raw(
     sink = raw.open_sink(sink_spec)
     sink.clear()
     env = clean_env(
-        PYTHONPATH=str(BENCH_DIR),
+        PYTHONPATH=os.pathsep.join(filter(None, [str(BENCH_DIR), os.environ.get("PYTHONPATH")])),
         BENCH_RAW_BROKER=broker,
         BENCH_RAW_QUEUE=RAW_QUEUE,
         BENCH_RAW_SINK=sink_spec,
@@ -492,7 +496,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    # SIGTERM unwinds like Ctrl+C, so the finally blocks stop the servers and drop the DB.
+    # Ctrl+C (even when started with SIGINT ignored, as `cmd &` does) and SIGTERM unwind, so
+    # the finally blocks stop the servers, flush Redis and drop the database.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     backends = ["redis", "embedded"] if args.backend == "both" else [args.backend]
     rows: list[Row] = []
@@ -506,6 +512,9 @@ def main(argv: list[str] | None = None) -> int:
         except BenchError as error:
             log(f"FAILED: {error}")
             return 1
+        except KeyboardInterrupt:
+            log("interrupted; stopping servers and cleaning up")
+            return 130
         finally:
             processes.stop_all()
             if rows:
