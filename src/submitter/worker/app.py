@@ -16,12 +16,13 @@ from celery import Celery
 from kombu import Exchange, Queue
 
 from submitter.config import Settings
+from submitter.worker.sqlite_broker import broker_url
 
 QUEUES = ("default", "train", "hpc")
 
 
 def create_celery_app(settings: Settings) -> Celery:
-    app = Celery("submitter", broker=settings.broker, set_as_current=False)
+    app = Celery("submitter", broker=broker_url(settings.broker), set_as_current=False)
     # kombu's SQLAlchemy transport hands every transport option to create_engine(), and
     # it has no visibility timeout (it deletes a message when it is read); the DB lease
     # covers lost runs there.

@@ -2,17 +2,22 @@
 
 Exactly-once completion rests on two conditional updates:
 
-1. *claim*: `queued → running` only if the row is still `queued`; it sets a fresh
-   `run_token` and a lease. A redelivered or duplicate message finds the job `running` or
-   finished and is dropped.
+1. *claim*: `queued → running` only if the row is still `queued` and every dependency
+   has succeeded; it sets a fresh `run_token` and a lease. A redelivered or duplicate
+   message finds the job `running` or finished and is dropped.
 2. *finish*: `running → succeeded/failed` only if the row still holds our `run_token`. A
    worker whose lease was taken over (it was presumed dead) or whose job was cancelled
    records nothing.
 
-While the run function works, a heartbeat thread renews the lease. When the renewal
-finds the job no longer ours (cancelled, or reclaimed), it sets the context's `cancelled`
-event; a run function that does not stop within `cancel_grace_seconds` has its pool process
-killed (Celery's prefork pool replaces it; the redelivered message is dropped at claim).
+While the run function works, a heartbeat thread renews the lease and writes the job's
+pending log lines and progress (coalesced: one transaction a beat, not one per line).
+When the renewal finds the job no longer ours (cancelled, or reclaimed), it sets the
+context's `cancelled` event; a run function that does not stop within
+`cancel_grace_seconds` has its pool process killed (Celery's prefork pool replaces it; the
+redelivered message is dropped at claim).
+
+A job costs two short transactions on the hot path (claim, finish), written with
+SQLAlchemy Core: the dispatch benchmark showed the ORM and per-line commits dominating.
 """
 
 from __future__ import annotations
@@ -27,14 +32,14 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import Connection, insert, select, update
+from sqlalchemy.orm import aliased
 
-from submitter.db.models import Job, JobLog
-from submitter.db.session import rows_changed
+from submitter.db.models import Job, JobDependency, JobLog
 from submitter.db.types import utcnow
 from submitter.jobs.context import JobCancelled, JobContext
 from submitter.jobs.registry import get_kind
-from submitter.jobs.service import add_log, dependency_states, resolve_dependents
+from submitter.jobs.service import resolve_waiting
 from submitter.jobs.states import JobState
 from submitter.logs import job_id_var
 from submitter.runtime import Runtime
@@ -47,14 +52,18 @@ def run_job(runtime: Runtime, job_id: str, worker_name: str, *, in_pool_child: b
     token = uuid.uuid4().hex
     claimed = _claim(runtime, job_id, token, worker_name)
     if claimed is None:
+        logger.info("message for job %s dropped: not claimable (duplicate or not ready)", job_id)
         return "dropped"
     kind_name, spec, attempt = claimed
     reset = job_id_var.set(job_id)
     try:
-        outcome = _execute(runtime, job_id, token, kind_name, spec, attempt, in_pool_child)
+        outcome, dependents = _execute(
+            runtime, job_id, token, kind_name, spec, attempt, in_pool_child
+        )
     finally:
         job_id_var.reset(reset)
-    resolve_dependents(runtime, job_id)
+    if dependents:
+        resolve_waiting(runtime, dependents)
     return outcome
 
 
@@ -62,40 +71,34 @@ def _claim(
     runtime: Runtime, job_id: str, token: str, worker_name: str
 ) -> tuple[str, dict[str, Any], int] | None:
     now = utcnow()
-    lease = timedelta(seconds=runtime.settings.job_lease_seconds)
-    with runtime.transaction() as session:
-        job = session.get(Job, job_id)
-        if job is None:
-            logger.warning("message for unknown job %s dropped", job_id)
-            return None
-        if job.state != JobState.queued:
-            logger.info("job %s is %s: duplicate message dropped", job_id, job.state)
-            return None
-        if job.dependencies:
-            # A message may come early (a reconciler race): start only when all deps succeeded.
-            states = dependency_states(session, job.depends_on)
-            if any(state != JobState.succeeded for state in states.values()):
-                return None
-        claimed = rows_changed(
-            session,
+    dependency = aliased(Job)
+    blocked = (
+        select(JobDependency.job_id)
+        .join(dependency, dependency.id == JobDependency.depends_on_id)
+        .where(JobDependency.job_id == job_id, dependency.state != JobState.succeeded)
+        .exists()
+    )
+    with runtime.engine.begin() as connection:
+        row = connection.execute(
             update(Job)
-            .where(Job.id == job_id, Job.state == JobState.queued)
+            .where(Job.id == job_id, Job.state == JobState.queued, ~blocked)
             .values(
                 state=JobState.running,
                 phase=None,
                 attempts=Job.attempts + 1,
                 started_at=now,
-                lease_expires_at=now + lease,
+                lease_expires_at=now + timedelta(seconds=runtime.settings.job_lease_seconds),
                 run_token=token,
                 worker=worker_name,
                 error=None,
-            ),
-        )
-        if not claimed:
+            )
+            .returning(Job.kind, Job.spec, Job.attempts)
+        ).one_or_none()
+        if row is None:
             return None
-        attempt = job.attempts + 1
-        add_log(session, job_id, f"started on {worker_name} (attempt {attempt})")
-        return job.kind, dict(job.spec), attempt
+        kind, spec, attempt = row
+        _write_log(connection, job_id, [("INFO", f"started on {worker_name} (attempt {attempt})")])
+        return kind, dict(spec), attempt
 
 
 def _execute(
@@ -106,14 +109,17 @@ def _execute(
     spec: dict[str, Any],
     attempt: int,
     in_pool_child: bool,
-) -> str:
+) -> tuple[str, list[str]]:
+    pending = PendingWrites()
     context = JobContext(
         job_id=job_id,
         attempt=attempt,
-        log_line=lambda level, message: _log_line(runtime, job_id, level, message),
-        report_progress=lambda f, m, p: _report_progress(runtime, job_id, token, f, m, p),
+        log_line=pending.add_line,
+        report_progress=pending.set_progress,
     )
-    heartbeat = Heartbeat(runtime, job_id, token, context.cancelled, kill_on_stuck=in_pool_child)
+    heartbeat = Heartbeat(
+        runtime, job_id, token, context.cancelled, pending, kill_on_stuck=in_pool_child
+    )
     heartbeat.start()
     result: Any = None
     error: str | None = None
@@ -127,11 +133,12 @@ def _execute(
     except Exception as exc:
         state = JobState.failed
         error = f"{type(exc).__name__}: {exc}"[:2000]
-        _log_line(runtime, job_id, "ERROR", traceback.format_exc())
+        pending.add_line("ERROR", traceback.format_exc())
         logger.warning("job %s failed: %s", job_id, error)
     finally:
         heartbeat.stop()
-    return _finish(runtime, job_id, token, state, result, error)
+        heartbeat.join()
+    return _finish(runtime, job_id, token, state, result, error, pending)
 
 
 def _finish(
@@ -141,57 +148,70 @@ def _finish(
     state: JobState,
     result: Any,
     error: str | None,
-) -> str:
+    pending: PendingWrites,
+) -> tuple[str, list[str]]:
+    """Record the outcome if the job is still ours; return it and the dependents to settle."""
     values: dict[str, Any] = {"state": state, "finished_at": utcnow(), "lease_expires_at": None}
     if state == JobState.succeeded:
         values.update(result=result, progress=1.0, phase=None)
     elif state == JobState.failed:
         values.update(error=error, message=error)
-    with runtime.transaction() as session:
-        recorded = rows_changed(
-            session,
+    lines, _ = pending.take()
+    with runtime.engine.begin() as connection:
+        recorded = connection.execute(
             update(Job)
             .where(Job.id == job_id, Job.run_token == token, Job.state == JobState.running)
-            .values(**values),
-        )
+            .values(**values)
+        ).rowcount
         if recorded:
-            add_log(session, job_id, f"finished: {state}")
-    if recorded:
-        return str(state)
-    # Cancelled meanwhile, or the lease was taken over: the row is someone else's now.
-    _log_line(runtime, job_id, "INFO", f"run on this worker stopped ({state}): job no longer ours")
-    return "superseded"
-
-
-def _log_line(runtime: Runtime, job_id: str, level: str, message: str) -> None:
-    with runtime.transaction() as session:
-        session.add(JobLog(job_id=job_id, level=level, message=message))
-
-
-def _report_progress(
-    runtime: Runtime,
-    job_id: str,
-    token: str,
-    fraction: float | None,
-    message: str | None,
-    phase: str | None,
-) -> None:
-    values: dict[str, Any] = {}
-    if fraction is not None:
-        values["progress"] = fraction
-    if message is not None:
-        values["message"] = message
-    if phase is not None:
-        values["phase"] = phase
-    if values:
-        with runtime.transaction() as session:
-            session.execute(
-                update(Job).where(Job.id == job_id, Job.run_token == token).values(**values)
+            lines.append(("INFO", f"finished: {state}"))
+        else:
+            # Cancelled meanwhile, or the lease was taken over: the row is someone else's.
+            lines.append(("INFO", f"run on this worker stopped ({state}): job no longer ours"))
+        _write_log(connection, job_id, lines)
+        dependents = list(
+            connection.scalars(
+                select(JobDependency.job_id).where(JobDependency.depends_on_id == job_id)
             )
+        )
+    return (str(state) if recorded else "superseded"), dependents
+
+
+def _write_log(connection: Connection, job_id: str, lines: list[tuple[str, str]]) -> None:
+    if lines:
+        connection.execute(
+            insert(JobLog),
+            [{"job_id": job_id, "level": level, "message": text} for level, text in lines],
+        )
+
+
+class PendingWrites:
+    """Log lines and progress a run function reported, until the next heartbeat writes them."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._lines: list[tuple[str, str]] = []
+        self._progress: dict[str, Any] = {}
+
+    def add_line(self, level: str, message: str) -> None:
+        with self._lock:
+            self._lines.append((level, message))
+
+    def set_progress(self, fraction: float | None, message: str | None, phase: str | None) -> None:
+        with self._lock:
+            for key, value in (("progress", fraction), ("message", message), ("phase", phase)):
+                if value is not None:
+                    self._progress[key] = value
+
+    def take(self) -> tuple[list[tuple[str, str]], dict[str, Any]]:
+        with self._lock:
+            lines, progress = self._lines, self._progress
+            self._lines, self._progress = [], {}
+            return lines, progress
 
 
 class Heartbeat(threading.Thread):
-    """Renews the job's lease; notices cancellation and takeover."""
+    """Renews the job's lease, writes pending log lines and progress, notices cancellation."""
 
     def __init__(
         self,
@@ -199,6 +219,7 @@ class Heartbeat(threading.Thread):
         job_id: str,
         token: str,
         cancelled: threading.Event,
+        pending: PendingWrites,
         *,
         kill_on_stuck: bool,
     ) -> None:
@@ -207,6 +228,7 @@ class Heartbeat(threading.Thread):
         self.job_id = job_id
         self.token = token
         self.cancelled = cancelled
+        self.pending = pending
         self.kill_on_stuck = kill_on_stuck
         self._stop_event = threading.Event()
         lease = runtime.settings.job_lease_seconds
@@ -217,20 +239,9 @@ class Heartbeat(threading.Thread):
         self._stop_event.set()
 
     def run(self) -> None:
-        lease = timedelta(seconds=self.runtime.settings.job_lease_seconds)
         while not self._stop_event.wait(self.interval):
             try:
-                with self.runtime.transaction() as session:
-                    renewed = rows_changed(
-                        session,
-                        update(Job)
-                        .where(
-                            Job.id == self.job_id,
-                            Job.run_token == self.token,
-                            Job.state == JobState.running,
-                        )
-                        .values(lease_expires_at=utcnow() + lease),
-                    )
+                renewed = self._beat()
             except Exception as error:  # the DB blipped; try again on the next beat
                 logger.warning("heartbeat of job %s failed: %s", self.job_id, error)
                 continue
@@ -238,6 +249,22 @@ class Heartbeat(threading.Thread):
                 self.cancelled.set()
                 self._stop_run()
                 return
+
+    def _beat(self) -> bool:
+        lines, progress = self.pending.take()
+        lease = timedelta(seconds=self.runtime.settings.job_lease_seconds)
+        with self.runtime.engine.begin() as connection:
+            renewed = connection.execute(
+                update(Job)
+                .where(
+                    Job.id == self.job_id,
+                    Job.run_token == self.token,
+                    Job.state == JobState.running,
+                )
+                .values(lease_expires_at=utcnow() + lease, **progress)
+            ).rowcount
+            _write_log(connection, self.job_id, lines)
+        return bool(renewed)
 
     def _stop_run(self) -> None:
         """Give the run function the grace period, then kill this pool process."""
