@@ -32,11 +32,11 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, bindparam, insert, select, update
 from sqlalchemy.orm import aliased
 
 from submitter.db.models import Job, JobDependency, JobLog
-from submitter.db.types import utcnow
+from submitter.db.types import JSONType, UTCDateTime, utcnow
 from submitter.jobs.context import JobCancelled, JobContext
 from submitter.jobs.registry import get_kind
 from submitter.jobs.service import resolve_waiting
@@ -45,6 +45,66 @@ from submitter.logs import job_id_var
 from submitter.runtime import Runtime
 
 logger = logging.getLogger(__name__)
+
+# The hot-path statements, built once: building them per job (columns proxied for an
+# alias, cache keys) cost more CPU than running them.
+_dependency = aliased(Job)
+_OURS = (Job.id == bindparam("p_job_id")) & (Job.run_token == bindparam("p_token"))
+_CLAIM = (
+    update(Job)
+    .where(
+        Job.id == bindparam("p_job_id"),
+        Job.state == JobState.queued,
+        ~select(JobDependency.job_id)
+        .join(_dependency, _dependency.id == JobDependency.depends_on_id)
+        .where(
+            JobDependency.job_id == bindparam("p_job_id"),
+            _dependency.state != JobState.succeeded,
+        )
+        .exists(),
+    )
+    .values(
+        state=JobState.running,
+        phase=None,
+        attempts=Job.attempts + 1,
+        started_at=bindparam("p_now", type_=UTCDateTime()),
+        lease_expires_at=bindparam("p_lease", type_=UTCDateTime()),
+        run_token=bindparam("p_token"),
+        worker=bindparam("p_worker"),
+        error=None,
+    )
+    .returning(Job.kind, Job.spec, Job.attempts)
+)
+_RENEW = (
+    update(Job)
+    .where(_OURS, Job.state == JobState.running)
+    .values(lease_expires_at=bindparam("p_lease", type_=UTCDateTime()))
+)
+_FINISHED = update(Job).where(_OURS, Job.state == JobState.running)
+_FINISH_COMMON = {
+    "finished_at": bindparam("p_now", type_=UTCDateTime()),
+    "lease_expires_at": None,
+}
+_FINISH = {
+    JobState.succeeded: _FINISHED.values(
+        state=JobState.succeeded,
+        result=bindparam("p_result", type_=JSONType),
+        progress=1.0,
+        phase=None,
+        **_FINISH_COMMON,
+    ),
+    JobState.failed: _FINISHED.values(
+        state=JobState.failed,
+        error=bindparam("p_error"),
+        message=bindparam("p_error"),
+        **_FINISH_COMMON,
+    ),
+    JobState.cancelled: _FINISHED.values(state=JobState.cancelled, **_FINISH_COMMON),
+}
+_DEPENDENTS = select(JobDependency.job_id).where(
+    JobDependency.depends_on_id == bindparam("p_job_id")
+)
+_INSERT_LOG = insert(JobLog)
 
 
 def run_job(runtime: Runtime, job_id: str, worker_name: str, *, in_pool_child: bool) -> str:
@@ -71,29 +131,15 @@ def _claim(
     runtime: Runtime, job_id: str, token: str, worker_name: str
 ) -> tuple[str, dict[str, Any], int] | None:
     now = utcnow()
-    dependency = aliased(Job)
-    blocked = (
-        select(JobDependency.job_id)
-        .join(dependency, dependency.id == JobDependency.depends_on_id)
-        .where(JobDependency.job_id == job_id, dependency.state != JobState.succeeded)
-        .exists()
-    )
+    params = {
+        "p_job_id": job_id,
+        "p_now": now,
+        "p_lease": now + timedelta(seconds=runtime.settings.job_lease_seconds),
+        "p_token": token,
+        "p_worker": worker_name,
+    }
     with runtime.engine.begin() as connection:
-        row = connection.execute(
-            update(Job)
-            .where(Job.id == job_id, Job.state == JobState.queued, ~blocked)
-            .values(
-                state=JobState.running,
-                phase=None,
-                attempts=Job.attempts + 1,
-                started_at=now,
-                lease_expires_at=now + timedelta(seconds=runtime.settings.job_lease_seconds),
-                run_token=token,
-                worker=worker_name,
-                error=None,
-            )
-            .returning(Job.kind, Job.spec, Job.attempts)
-        ).one_or_none()
+        row = connection.execute(_CLAIM, params).one_or_none()
         if row is None:
             return None
         kind, spec, attempt = row
@@ -151,36 +197,28 @@ def _finish(
     pending: PendingWrites,
 ) -> tuple[str, list[str]]:
     """Record the outcome if the job is still ours; return it and the dependents to settle."""
-    values: dict[str, Any] = {"state": state, "finished_at": utcnow(), "lease_expires_at": None}
+    params = {"p_job_id": job_id, "p_token": token, "p_now": utcnow()}
     if state == JobState.succeeded:
-        values.update(result=result, progress=1.0, phase=None)
+        params["p_result"] = result
     elif state == JobState.failed:
-        values.update(error=error, message=error)
+        params["p_error"] = error
     lines, _ = pending.take()
     with runtime.engine.begin() as connection:
-        recorded = connection.execute(
-            update(Job)
-            .where(Job.id == job_id, Job.run_token == token, Job.state == JobState.running)
-            .values(**values)
-        ).rowcount
+        recorded = connection.execute(_FINISH[state], params).rowcount
         if recorded:
             lines.append(("INFO", f"finished: {state}"))
         else:
             # Cancelled meanwhile, or the lease was taken over: the row is someone else's.
             lines.append(("INFO", f"run on this worker stopped ({state}): job no longer ours"))
         _write_log(connection, job_id, lines)
-        dependents = list(
-            connection.scalars(
-                select(JobDependency.job_id).where(JobDependency.depends_on_id == job_id)
-            )
-        )
+        dependents = list(connection.scalars(_DEPENDENTS, {"p_job_id": job_id}))
     return (str(state) if recorded else "superseded"), dependents
 
 
 def _write_log(connection: Connection, job_id: str, lines: list[tuple[str, str]]) -> None:
     if lines:
         connection.execute(
-            insert(JobLog),
+            _INSERT_LOG,
             [{"job_id": job_id, "level": level, "message": text} for level, text in lines],
         )
 
@@ -253,16 +291,10 @@ class Heartbeat(threading.Thread):
     def _beat(self) -> bool:
         lines, progress = self.pending.take()
         lease = timedelta(seconds=self.runtime.settings.job_lease_seconds)
+        params = {"p_job_id": self.job_id, "p_token": self.token, "p_lease": utcnow() + lease}
+        statement = _RENEW.values(**progress) if progress else _RENEW
         with self.runtime.engine.begin() as connection:
-            renewed = connection.execute(
-                update(Job)
-                .where(
-                    Job.id == self.job_id,
-                    Job.run_token == self.token,
-                    Job.state == JobState.running,
-                )
-                .values(lease_expires_at=utcnow() + lease, **progress)
-            ).rowcount
+            renewed = connection.execute(statement, params).rowcount
             _write_log(connection, self.job_id, lines)
         return bool(renewed)
 
