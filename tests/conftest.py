@@ -1,4 +1,5 @@
-"""Test stacks on real services: the embedded default, PostgreSQL + Redis, PostgreSQL + RabbitMQ.
+"""Test stacks on real services: the embedded default, PostgreSQL + Redis + S3, PostgreSQL +
+RabbitMQ.
 
 A *backend* is a set of SUBMITTER_* settings pointing at fresh, private resources (a new
 PostgreSQL database, a flushed Redis DB, a new RabbitMQ vhost, or a temporary SQLite home).
@@ -29,7 +30,13 @@ from submitter.config import Settings, load_settings
 from submitter.db.migrate import upgrade
 from submitter.runtime import Runtime
 from submitter.security import Role, create_key
-from tests.services import postgres_database, rabbitmq_vhost, redis_database, stop_private_servers
+from tests.services import (
+    postgres_database,
+    rabbitmq_vhost,
+    redis_database,
+    s3_server,
+    stop_private_servers,
+)
 
 BACKENDS = ("embedded", "postgres-redis", "postgres-rabbitmq")
 TERMINAL = {"succeeded", "failed", "cancelled"}
@@ -60,6 +67,28 @@ class Backend:
         return self.env["SUBMITTER_ADMIN_KEY"]
 
 
+# Dummy credentials for the private S3 server, set for this process and every child:
+# nothing in the test suite can reach a real AWS account.
+S3_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "submitter-test",
+    "AWS_SECRET_ACCESS_KEY": "submitter-test-secret",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+os.environ.update(S3_CREDENTIALS)
+
+
+def s3_storage(endpoint: str) -> dict[str, str]:
+    """Settings for a fresh bucket on the S3 server at `endpoint`."""
+    import boto3
+
+    bucket = f"submitter-test-{secrets.token_hex(4)}"
+    boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=bucket)
+    return {
+        "SUBMITTER_STORAGE_URL": f"s3://{bucket}/artifacts",
+        "SUBMITTER_S3_ENDPOINT_URL": endpoint,
+    }
+
+
 @contextmanager
 def make_backend(name: str, home: Path) -> Iterator[Backend]:
     env = {
@@ -72,6 +101,7 @@ def make_backend(name: str, home: Path) -> Iterator[Backend]:
             env["SUBMITTER_DATABASE_URL"] = stack.enter_context(postgres_database())
         if name == "postgres-redis":
             env["SUBMITTER_BROKER_URL"] = stack.enter_context(redis_database())
+            env.update(s3_storage(stack.enter_context(s3_server())))
         elif name == "postgres-rabbitmq":
             env["SUBMITTER_BROKER_URL"] = stack.enter_context(rabbitmq_vhost())
         backend = Backend(name, env, home)

@@ -585,3 +585,46 @@ def rabbitmq_vhost() -> Iterator[str]:
         yield url
     finally:
         cleanup()
+
+
+# --------------------------------------------------------------------------- S3 (moto)
+
+
+def _http_answers(url: str) -> bool:
+    import urllib.error
+
+    try:
+        urllib.request.urlopen(url, timeout=2).close()
+        return True
+    except urllib.error.HTTPError:
+        return True  # an error status is an answer too
+    except OSError:
+        return False
+
+
+@contextmanager
+def s3_server() -> Iterator[str]:
+    """Yield the endpoint URL (``http://127.0.0.1:PORT``) of a private S3 API server.
+
+    moto's server mode runs as its own process (``python -m moto.server``, from this
+    interpreter's environment) on a free loopback port, with in-memory state; it is stopped
+    and its state gone on exit. It accepts any credentials: callers set dummy ``AWS_*``
+    variables and create their buckets.
+    """
+    server = _PrivateServer("s3", tempfile.mkdtemp(prefix="submitter-s3-"))
+    try:
+        server.port = _free_ports()[0]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        server.spawn(
+            "moto",
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(server.port)],
+            signal.SIGTERM,
+            cwd=server.tmpdir,
+            env=env,
+        )
+        server.url = f"http://127.0.0.1:{server.port}"
+        server.wait_until(lambda: _http_answers(f"{server.url}/moto-api/"), "moto S3 server")
+        _log(f"private S3 (moto) server started at {server.url}")
+        yield server.url
+    finally:
+        server.stop()

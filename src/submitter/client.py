@@ -119,6 +119,94 @@ class Client:
         items: list[dict[str, Any]] = page["items"]
         return items
 
+    def artifacts(self, job_id: str) -> list[dict[str, Any]]:
+        page = self._request("GET", f"/api/v1/jobs/{job_id}/artifacts")
+        items: list[dict[str, Any]] = page["items"]
+        return items
+
+    def download_artifact(self, job_id: str, name: str, target: str | Path) -> Path:
+        """Stream an artifact to `target` (a file, or a folder to put it in)."""
+        target = Path(target)
+        if target.is_dir():
+            target = target / name.rsplit("/", 1)[-1]
+        with self._http.stream("GET", f"/api/v1/jobs/{job_id}/artifacts/{name}") as response:
+            if response.status_code >= 400:
+                response.read()
+                raise ApiError(response.status_code, response.json().get("detail"))
+            with target.open("wb") as handle:
+                for chunk in response.iter_bytes():
+                    handle.write(chunk)
+        return target
+
+    # ---- datasets -----------------------------------------------------------------
+    def upload_dataset(
+        self,
+        path: str | Path,
+        name: str,
+        *,
+        file_format: str | None = None,
+        delimiter: str | None = None,
+    ) -> dict[str, Any]:
+        """Upload a CSV or Parquet file as the next version of `name` (streamed)."""
+        path = Path(path)
+        data = {"name": name}
+        if file_format:
+            data["format"] = file_format
+        if delimiter:
+            data["delimiter"] = delimiter
+        with path.open("rb") as handle:
+            dataset: dict[str, Any] = self._request(
+                "POST",
+                "/api/v1/datasets",
+                data=data,
+                files={"file": (path.name, handle)},
+                timeout=None,
+            )
+        return dataset
+
+    def datasets(self, *, name: str | None = None, limit: int = 50) -> dict[str, Any]:
+        params: dict[str, Any] = {"limit": limit}
+        if name:
+            params["name"] = name
+        page: dict[str, Any] = self._request("GET", "/api/v1/datasets", params=params)
+        return page
+
+    def dataset(self, ref: str) -> dict[str, Any]:
+        dataset: dict[str, Any] = self._request("GET", f"/api/v1/datasets/{ref}")
+        return dataset
+
+    def preview(self, ref: str, limit: int = 20) -> dict[str, Any]:
+        rows: dict[str, Any] = self._request(
+            "GET", f"/api/v1/datasets/{ref}/preview", params={"limit": limit}
+        )
+        return rows
+
+    def aggregate(
+        self,
+        ref: str,
+        fn: str,
+        column: str | None = None,
+        *,
+        where: dict[str, Any] | None = None,
+        group_by: str | None = None,
+    ) -> dict[str, Any]:
+        """E.g. `aggregate("credit", "mean", "AGE", where={"SEX": 1})`."""
+        params: list[tuple[str, str]] = [("fn", fn)]
+        if column:
+            params.append(("column", column))
+        params += [("where", f"{k}:{v}") for k, v in (where or {}).items()]
+        if group_by:
+            params.append(("group_by", group_by))
+        result: dict[str, Any] = self._request(
+            "GET", f"/api/v1/datasets/{ref}/aggregate", params=params
+        )
+        return result
+
+    def delete_dataset(self, ref: str) -> None:
+        response = self._http.delete(f"/api/v1/datasets/{ref}")
+        if response.status_code >= 400:
+            raise ApiError(response.status_code, response.json().get("detail"))
+
     def wait(
         self,
         job_id: str,

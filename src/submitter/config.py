@@ -91,6 +91,9 @@ class Settings(BaseSettings):
     visibility_timeout_seconds: int = Field(
         default=24 * 3600, ge=60, description="Redis/SQS redelivery timeout; > longest job."
     )
+    max_upload_bytes: int = Field(
+        default=1 << 30, ge=1, description="Largest dataset upload; larger ones get 413."
+    )
     worker_concurrency: int | None = Field(default=None, ge=1)
     worker_queues: str = "default,train,hpc"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

@@ -18,6 +18,8 @@ from submitter.db.session import make_engine, make_sessionmaker, transaction
 if TYPE_CHECKING:
     from celery import Celery
 
+    from submitter.storage import ArtifactStore
+
 
 class Runtime:
     def __init__(self, settings: Settings, celery: Celery | None = None) -> None:
@@ -35,6 +37,13 @@ class Runtime:
         from submitter.worker.app import create_celery_app
 
         return create_celery_app(self.settings)
+
+    @cached_property
+    def store(self) -> ArtifactStore:
+        """The artifact store (local folder or S3) for datasets and job files."""
+        from submitter.storage import open_store
+
+        return open_store(self.settings)
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:

@@ -86,7 +86,7 @@ def test_unknown_kind_message_lists_known_kinds(stack: Stack) -> None:
     response = stack.api.post(
         "/api/v1/jobs", json={"kind": "nope", "spec": {}}, headers=stack.headers("user")
     )
-    assert "known kinds: echo" in response.json()["detail"][0]["msg"]
+    assert "known kinds: describe, echo" in response.json()["detail"][0]["msg"]
 
 
 def test_malformed_json_is_422(stack: Stack) -> None:

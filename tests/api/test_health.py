@@ -14,10 +14,15 @@ def test_health_needs_no_key(stack: Stack) -> None:
     assert response.json()["status"] == "ok"
 
 
-def test_ready_checks_database_and_broker(stack: Stack) -> None:
+def test_ready_checks_database_broker_and_storage(stack: Stack) -> None:
     response = stack.api.get("/ready")
     assert response.status_code == 200, response.text
-    assert response.json() == {"status": "ready", "database": "ok", "broker": "ok"}
+    assert response.json() == {
+        "status": "ready",
+        "database": "ok",
+        "broker": "ok",
+        "storage": "ok",
+    }
 
 
 def test_ready_is_503_naming_the_broker_when_it_is_down(backend: Backend) -> None:

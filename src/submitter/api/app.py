@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
@@ -12,9 +12,13 @@ from fastapi.responses import JSONResponse
 
 from submitter import __version__
 from submitter.api.metrics import Metrics, MetricsMiddleware
-from submitter.api.routes import health, jobs
+from submitter.api.routes import datasets, health, jobs
+from submitter.api.uploads import BadUpload, UploadTooLarge
 from submitter.config import Settings, get_settings
+from submitter.datasets.errors import QueryError
+from submitter.datasets.service import DatasetInUse, DatasetNotFound, InvalidDataset
 from submitter.db.migrate import upgrade
+from submitter.jobs.artifacts import ArtifactNotFound
 from submitter.jobs.service import InvalidJob, JobConflict, JobNotFound
 from submitter.runtime import Runtime
 
@@ -41,6 +45,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     app.include_router(health.router)
     app.include_router(jobs.router)
+    app.include_router(datasets.router)
     _add_error_handlers(app)
     return app
 
@@ -53,10 +58,42 @@ def _add_error_handlers(app: FastAPI) -> None:
             request, RequestValidationError(error.errors)
         )
 
-    @app.exception_handler(JobNotFound)
-    async def not_found(_: Request, error: JobNotFound) -> JSONResponse:
-        return JSONResponse({"detail": str(error)}, status_code=404)
+    def detail(status_code: int) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
+        async def handler(_: Request, error: Exception) -> JSONResponse:
+            return JSONResponse({"detail": str(error).strip("'\"")}, status_code=status_code)
 
-    @app.exception_handler(JobConflict)
-    async def conflict(_: Request, error: JobConflict) -> JSONResponse:
-        return JSONResponse({"detail": str(error)}, status_code=409)
+        return handler
+
+    for error_type, status_code in (
+        (JobNotFound, 404),
+        (ArtifactNotFound, 404),
+        (DatasetNotFound, 404),
+        (JobConflict, 409),
+        (DatasetInUse, 409),
+    ):
+        app.add_exception_handler(error_type, detail(status_code))
+
+    @app.exception_handler(UploadTooLarge)
+    async def too_large(_: Request, error: UploadTooLarge) -> JSONResponse:
+        # Close the connection: otherwise the server goes on reading (and discarding)
+        # the rest of the body to keep the connection alive.
+        return JSONResponse(
+            {"detail": str(error)}, status_code=413, headers={"Connection": "close"}
+        )
+
+    def field_error(location: str) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
+        async def handler(request: Request, error: Exception) -> JSONResponse:
+            field = getattr(error, "field", "")
+            reason = getattr(error, "reason", None) or str(error)
+            return await request_validation_exception_handler(
+                request,
+                RequestValidationError(
+                    [{"loc": [location, field], "msg": reason, "type": "value_error"}]
+                ),
+            )
+
+        return handler
+
+    app.add_exception_handler(BadUpload, field_error("body"))
+    app.add_exception_handler(InvalidDataset, field_error("body"))
+    app.add_exception_handler(QueryError, field_error("query"))

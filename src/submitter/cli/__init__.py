@@ -7,7 +7,7 @@ import sys
 import typer
 from rich.console import Console
 
-from submitter.cli import demo, jobs, keys, server
+from submitter.cli import datasets, demo, jobs, keys, server
 from submitter.config import ConfigError
 
 app = typer.Typer(
@@ -20,6 +20,7 @@ server.register(app)
 app.add_typer(server.db_app, name="db")
 app.add_typer(keys.app, name="keys")
 app.add_typer(jobs.app, name="jobs")
+app.add_typer(datasets.app, name="datasets")
 app.command("demo")(demo.demo)
 
 

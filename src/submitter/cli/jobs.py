@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -30,7 +31,8 @@ def _client() -> Client:
     return Client()
 
 
-def _fail(error: ApiError) -> typer.Exit:
+def fail(error: ApiError) -> typer.Exit:
+    """Print an API error (one line per field for a 422); the Exit to raise."""
     detail = error.detail
     if isinstance(detail, list):  # a 422: one line per field
         for item in detail:
@@ -92,7 +94,7 @@ def submit(
                 kind, spec_value, depends_on=depends_on, idempotency_key=idempotency_key
             )
         except ApiError as error:
-            raise _fail(error) from None
+            raise fail(error) from None
         if not wait:
             if as_json:
                 _print_job(job, True)
@@ -117,7 +119,7 @@ def list_(
         try:
             page = client.jobs(state=state, kind=kind, limit=limit, offset=offset)
         except ApiError as error:
-            raise _fail(error) from None
+            raise fail(error) from None
     if as_json:
         print(json.dumps(page, indent=2))
         return
@@ -144,7 +146,7 @@ def show(job_id: str, as_json: Annotated[bool, typer.Option("--json")] = False) 
         try:
             _print_job(client.job(job_id), as_json)
         except ApiError as error:
-            raise _fail(error) from None
+            raise fail(error) from None
 
 
 @app.command()
@@ -171,7 +173,7 @@ def logs(
                     return
                 time.sleep(1.0)
         except ApiError as error:
-            raise _fail(error) from None
+            raise fail(error) from None
 
 
 @app.command()
@@ -181,7 +183,7 @@ def cancel(job_id: str) -> None:
         try:
             job = client.cancel(job_id)
         except ApiError as error:
-            raise _fail(error) from None
+            raise fail(error) from None
     console.print(f"{job['id']}: {job['state']}")
 
 
@@ -192,7 +194,7 @@ def watch(job_id: str) -> None:
         try:
             job = _watch(client, job_id)
         except ApiError as error:
-            raise _fail(error) from None
+            raise fail(error) from None
     _print_job(job, False)
     raise typer.Exit(0 if job["state"] == "succeeded" else 1)
 
@@ -217,3 +219,38 @@ def _watch(client: Client, job_id: str) -> dict[str, Any]:
             progress.update(task, completed=done, description=label, kind=job["kind"])
 
         return client.wait(job_id, poll=0.5, on_update=update)
+
+
+@app.command()
+def artifacts(job_id: str) -> None:
+    """List the files a job produced."""
+    with _client() as client:
+        try:
+            items = client.artifacts(job_id)
+        except ApiError as error:
+            raise fail(error) from None
+    table = Table("name", "size", "sha256")
+    for item in items:
+        table.add_row(item["name"], f"{item['size']:,}", item["sha256"][:16] + "…")
+    console.print(table)
+
+
+@app.command()
+def download(
+    job_id: str,
+    name: Annotated[str | None, typer.Argument(help="Artifact name; all when omitted.")] = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder or file.")] = Path("."),
+) -> None:
+    """Download one artifact, or all of them into a folder."""
+    with _client() as client:
+        try:
+            names = [name] if name else [a["name"] for a in client.artifacts(job_id)]
+            for item in names:
+                target = output
+                if not name:
+                    target = output / item
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                path = client.download_artifact(job_id, item, target)
+                console.print(f"{item} → {path}")
+        except ApiError as error:
+            raise fail(error) from None

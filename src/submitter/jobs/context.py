@@ -6,6 +6,11 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from submitter.runtime import Runtime
 
 logger = logging.getLogger("submitter.job")
 
@@ -20,12 +25,15 @@ class JobContext:
 
     The runner fills the callbacks; they write to the job row and its log, so a run function
     needs no database code. `cancelled` is set by the heartbeat when the job is cancelled.
+    Files written under `workdir` become the job's artifacts when it ends.
     """
 
     job_id: str
     attempt: int
     log_line: Callable[[str, str], None]
     report_progress: Callable[[float | None, str | None, str | None], None]
+    workdir: Path
+    runtime: Runtime
     cancelled: threading.Event = field(default_factory=threading.Event)
 
     def log(self, message: str, level: str = "INFO") -> None:

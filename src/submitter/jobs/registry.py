@@ -17,6 +17,9 @@ class JobKind:
 
     `run` returns something JSON-serialisable: it becomes the job's `result`.
     `queue` names the Celery queue its messages go to (`default`, `train`, `hpc`).
+    `dataset_fields` are spec fields holding a dataset reference (id, `name` or
+    `name@version`): they are resolved to the dataset id when the job is submitted, so the
+    job reads the version it was submitted with, and the dataset cannot be deleted under it.
     """
 
     name: str
@@ -24,6 +27,7 @@ class JobKind:
     run: Callable[[Any, JobContext], Any]
     queue: str = "default"
     description: str = ""
+    dataset_fields: tuple[str, ...] = ()
 
 
 class UnknownKind(LookupError):
@@ -35,9 +39,9 @@ class UnknownKind(LookupError):
 def all_kinds() -> dict[str, JobKind]:
     # Imported here so that adding a kind is one line and nothing imports kinds at start-up
     # that does not need them.
-    from submitter.jobs import echo
+    from submitter.jobs import describe, echo
 
-    return {kind.name: kind for kind in (echo.KIND,)}
+    return {kind.name: kind for kind in (echo.KIND, describe.KIND)}
 
 
 def get_kind(name: str) -> JobKind:

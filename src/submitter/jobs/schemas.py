@@ -51,6 +51,15 @@ class LogLineOut(BaseModel):
     message: str
 
 
+class ArtifactOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    name: str
+    size: int
+    sha256: str
+    created_at: datetime
+
+
 class Page(BaseModel, Generic[T]):
     items: list[T]
     total: int

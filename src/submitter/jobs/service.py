@@ -17,7 +17,8 @@ from sqlalchemy import Connection, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from submitter.db.models import Job, JobDependency, JobLog
+from submitter.datasets.service import resolve_spec_datasets
+from submitter.db.models import DatasetReference, Job, JobDependency, JobLog
 from submitter.db.session import rows_changed
 from submitter.db.types import utcnow
 from submitter.jobs.registry import get_kind
@@ -95,6 +96,7 @@ def submit(
     The same `idempotency_key` from the same owner returns the first job (created=False).
     """
     queue, normalised = validate_request(kind, spec)
+    dataset_fields = get_kind(kind).dataset_fields
     depends_on = list(dict.fromkeys(depends_on or []))
     if idempotency_key is not None:
         existing = _find_idempotent(runtime, owner, idempotency_key)
@@ -104,6 +106,13 @@ def submit(
     try:
         # Core, not the ORM unit of work: this is the API's hot path (bench/dispatch.py).
         with runtime.engine.begin() as connection:
+            dataset_ids: list[str] = []
+            if dataset_fields:
+                normalised, dataset_ids, errors = resolve_spec_datasets(
+                    connection, dataset_fields, normalised
+                )
+                if errors:
+                    raise InvalidJob(errors)
             dep_states = dependency_states(connection, depends_on)
             missing = [d for d in depends_on if d not in dep_states]
             if missing:
@@ -140,6 +149,11 @@ def submit(
                 connection.execute(
                     insert(JobDependency),
                     [{"job_id": job_id, "depends_on_id": d} for d in depends_on],
+                )
+            if dataset_ids:
+                connection.execute(
+                    insert(DatasetReference),
+                    [{"job_id": job_id, "dataset_id": d} for d in dict.fromkeys(dataset_ids)],
                 )
         job = Job(
             **row,

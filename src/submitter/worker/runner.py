@@ -25,18 +25,22 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import signal
+import tempfile
 import threading
 import traceback
 import uuid
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, insert, select, update
 from sqlalchemy.orm import aliased
 
-from submitter.db.models import Job, JobDependency, JobLog
+from submitter.db.models import Artifact, Job, JobDependency, JobLog
 from submitter.db.types import JSONType, UTCDateTime, utcnow
+from submitter.jobs.artifacts import artifact_key
 from submitter.jobs.context import JobCancelled, JobContext
 from submitter.jobs.registry import get_kind
 from submitter.jobs.service import resolve_waiting
@@ -105,6 +109,8 @@ _DEPENDENTS = select(JobDependency.job_id).where(
     JobDependency.depends_on_id == bindparam("p_job_id")
 )
 _INSERT_LOG = insert(JobLog)
+_INSERT_ARTIFACT = insert(Artifact)
+_DELETE_ARTIFACTS = delete(Artifact).where(Artifact.job_id == bindparam("p_job_id"))
 
 
 def run_job(runtime: Runtime, job_id: str, worker_name: str, *, in_pool_child: bool) -> str:
@@ -157,11 +163,14 @@ def _execute(
     in_pool_child: bool,
 ) -> tuple[str, list[str]]:
     pending = PendingWrites()
+    workdir = Path(tempfile.mkdtemp(prefix=f"submitter-job-{job_id}-"))
     context = JobContext(
         job_id=job_id,
         attempt=attempt,
         log_line=pending.add_line,
         report_progress=pending.set_progress,
+        workdir=workdir,
+        runtime=runtime,
     )
     heartbeat = Heartbeat(
         runtime, job_id, token, context.cancelled, pending, kill_on_stuck=in_pool_child
@@ -184,7 +193,37 @@ def _execute(
     finally:
         heartbeat.stop()
         heartbeat.join()
-    return _finish(runtime, job_id, token, state, result, error, pending)
+    try:
+        artifacts = (
+            [] if state == JobState.cancelled else _upload_artifacts(runtime, job_id, workdir)
+        )
+    except Exception as exc:  # the job's own outcome stands; say what was not kept
+        artifacts = []
+        pending.add_line("ERROR", f"artifacts not saved: {type(exc).__name__}: {exc}")
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return _finish(runtime, job_id, token, state, result, error, pending, artifacts)
+
+
+def _upload_artifacts(runtime: Runtime, job_id: str, workdir: Path) -> list[dict[str, Any]]:
+    """Put every regular file under the job's workdir into the store, under the job."""
+    rows = []
+    for path in sorted(workdir.rglob("*")):
+        if not path.is_file() or path.is_symlink():
+            continue
+        name = path.relative_to(workdir).as_posix()
+        key = artifact_key(job_id, name)
+        stored = runtime.store.put_file(key, path)
+        rows.append(
+            {
+                "job_id": job_id,
+                "name": name,
+                "size": stored.size,
+                "sha256": stored.sha256,
+                "storage_key": key,
+            }
+        )
+    return rows
 
 
 def _finish(
@@ -195,6 +234,7 @@ def _finish(
     result: Any,
     error: str | None,
     pending: PendingWrites,
+    artifacts: list[dict[str, Any]],
 ) -> tuple[str, list[str]]:
     """Record the outcome if the job is still ours; return it and the dependents to settle."""
     params = {"p_job_id": job_id, "p_token": token, "p_now": utcnow()}
@@ -206,6 +246,10 @@ def _finish(
     with runtime.engine.begin() as connection:
         recorded = connection.execute(_FINISH[state], params).rowcount
         if recorded:
+            if artifacts:
+                connection.execute(_DELETE_ARTIFACTS, {"p_job_id": job_id})
+                connection.execute(_INSERT_ARTIFACT, artifacts)
+                lines.append(("INFO", f"saved {len(artifacts)} artifact(s)"))
             lines.append(("INFO", f"finished: {state}"))
         else:
             # Cancelled meanwhile, or the lease was taken over: the row is someone else's.

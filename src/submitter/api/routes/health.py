@@ -1,4 +1,4 @@
-"""`/health` (process is up), `/ready` (DB and broker answer), `/metrics` (Prometheus)."""
+"""`/health` (process is up), `/ready` (DB, broker, storage answer), `/metrics` (Prometheus)."""
 
 from __future__ import annotations
 
@@ -36,6 +36,11 @@ def ready(runtime: RuntimeDep) -> JSONResponse:
         checks["broker"] = "ok"
     except Exception as error:
         checks["broker"] = f"error: {type(error).__name__}: {error}"[:300]
+    try:
+        runtime.store.check()
+        checks["storage"] = "ok"
+    except Exception as error:
+        checks["storage"] = f"error: {type(error).__name__}: {error}"[:300]
     failing = [name for name, result in checks.items() if result != "ok"]
     if failing:
         body: dict[str, Any] = {"detail": f"not ready: {', '.join(failing)} failing", **checks}

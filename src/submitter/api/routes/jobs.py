@@ -1,14 +1,17 @@
-"""`/api/v1/jobs`: submit, list, show, cancel, logs. Logic lives in submitter.jobs.service."""
+"""`/api/v1/jobs`: submit, list, show, cancel, logs, artifacts. Logic lives in submitter.jobs."""
 
 from __future__ import annotations
 
+import mimetypes
 from typing import Annotated
+from urllib.parse import quote
 
 from fastapi import APIRouter, Query, Response, status
+from fastapi.responses import StreamingResponse
 
 from submitter.api.deps import RuntimeDep, User, Viewer
-from submitter.jobs import service
-from submitter.jobs.schemas import JobCreate, JobOut, LogLineOut, Page
+from submitter.jobs import artifacts, service
+from submitter.jobs.schemas import ArtifactOut, JobCreate, JobOut, LogLineOut, Page
 from submitter.jobs.states import JobState
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
@@ -69,3 +72,27 @@ def job_logs(
 ) -> Page[LogLineOut]:
     lines, total = service.job_logs(runtime, job_id, after=after, limit=limit)
     return Page(items=[LogLineOut.model_validate(line) for line in lines], total=total)
+
+
+@router.get("/{job_id}/artifacts", response_model=Page[ArtifactOut])
+def list_artifacts(job_id: str, runtime: RuntimeDep, _: Viewer) -> Page[ArtifactOut]:
+    """Files the job wrote into its workdir, kept after it ended."""
+    items = artifacts.list_artifacts(runtime, job_id)
+    return Page(items=[ArtifactOut.model_validate(a) for a in items], total=len(items))
+
+
+@router.get("/{job_id}/artifacts/{name:path}", response_class=StreamingResponse)
+def get_artifact(job_id: str, name: str, runtime: RuntimeDep, _: Viewer) -> StreamingResponse:
+    """Stream one artifact (`name` may contain `/`)."""
+    artifact = artifacts.get_artifact(runtime, job_id, name)
+    media_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
+    filename = name.rsplit("/", 1)[-1]
+    return StreamingResponse(
+        runtime.store.iter_bytes(artifact.storage_key),
+        media_type=media_type,
+        headers={
+            "Content-Length": str(artifact.size),
+            "Content-Disposition": f"attachment; filename*=UTF-8''{quote(filename)}",
+            "X-Checksum-SHA256": artifact.sha256,
+        },
+    )

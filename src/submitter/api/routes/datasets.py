@@ -1,0 +1,136 @@
+"""`/api/v1/datasets`: upload (streamed), list, show, preview, aggregate, delete."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request, Response, status
+from fastapi.concurrency import run_in_threadpool
+
+from submitter.api.deps import RuntimeDep, User, Viewer
+from submitter.api.uploads import receive_upload
+from submitter.datasets import query, service
+from submitter.datasets.schemas import DatasetOut
+from submitter.jobs.schemas import Page
+
+router = APIRouter(prefix="/api/v1/datasets", tags=["datasets"])
+
+_UPLOAD_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file", "name"],
+                    "properties": {
+                        "file": {"type": "string", "format": "binary"},
+                        "name": {"type": "string", "description": "Dataset name."},
+                        "format": {"type": "string", "enum": ["csv", "parquet"]},
+                        "delimiter": {"type": "string", "description": "CSV delimiter."},
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=DatasetOut,
+    openapi_extra=_UPLOAD_BODY,
+    responses={
+        200: {"description": "The same bytes under this name exist: that version."},
+        413: {"description": "Larger than SUBMITTER_MAX_UPLOAD_BYTES."},
+    },
+)
+async def upload_dataset(
+    request: Request, runtime: RuntimeDep, caller: User, response: Response
+) -> DatasetOut:
+    """Upload CSV or Parquet as the next version of `name` (stored as Parquet)."""
+    with tempfile.TemporaryDirectory(prefix="submitter-upload-") as tmp:
+        upload = await receive_upload(
+            request, Path(tmp) / "upload", runtime.settings.max_upload_bytes
+        )
+        name = upload.fields.get("name")
+        if not name:
+            raise service.InvalidDataset("name", "missing: send the dataset name as 'name'")
+        dataset, created = await run_in_threadpool(
+            lambda: service.create(
+                runtime,
+                name=name,
+                upload=upload.path,
+                sha256=upload.sha256,
+                upload_bytes=upload.size,
+                owner=caller.name,
+                filename=upload.filename,
+                file_format=upload.fields.get("format") or None,
+                delimiter=upload.fields.get("delimiter") or None,
+            )
+        )
+    if not created:
+        response.status_code = status.HTTP_200_OK
+    return DatasetOut.model_validate(dataset)
+
+
+@router.get("", response_model=Page[DatasetOut])
+def list_datasets(
+    runtime: RuntimeDep,
+    _: Viewer,
+    name: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> Page[DatasetOut]:
+    items, total = service.list_datasets(runtime, name=name, limit=limit, offset=offset)
+    return Page(items=[DatasetOut.model_validate(d) for d in items], total=total)
+
+
+@router.get("/{ref}", response_model=DatasetOut)
+def get_dataset(ref: str, runtime: RuntimeDep, _: Viewer) -> DatasetOut:
+    """A dataset by id, `name` (latest version) or `name@version`."""
+    return DatasetOut.model_validate(service.resolve(runtime, ref))
+
+
+@router.get("/{ref}/preview")
+def preview_dataset(
+    ref: str,
+    runtime: RuntimeDep,
+    _: Viewer,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 20,
+) -> dict[str, Any]:
+    dataset = service.resolve(runtime, ref)
+    return query.preview(service.parquet_source(runtime, dataset), limit)
+
+
+@router.get("/{ref}/aggregate")
+def aggregate_dataset(
+    ref: str,
+    runtime: RuntimeDep,
+    _: Viewer,
+    fn: Annotated[str, Query(description="count, mean, sum, min, max or nunique")],
+    column: str | None = None,
+    where: Annotated[
+        list[str] | None, Query(description="Equality filter COLUMN:VALUE; repeat to AND.")
+    ] = None,
+    group_by: str | None = None,
+) -> dict[str, Any]:
+    """E.g. `?fn=mean&column=AGE&where=SEX:1` or `?fn=count&group_by=EDUCATION`."""
+    filters: list[tuple[str, str]] = []
+    for item in where or []:
+        column_name, sep, value = item.partition(":")
+        if not sep or not column_name:
+            raise query.QueryError("where", f"{item!r} is not COLUMN:VALUE")
+        filters.append((column_name, value))
+    dataset = service.resolve(runtime, ref)
+    return query.aggregate(service.parquet_source(runtime, dataset), fn, column, filters, group_by)
+
+
+@router.delete("/{ref}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_dataset(ref: str, runtime: RuntimeDep, _: User) -> Response:
+    """Delete one version. 409 while a queued or running job reads it."""
+    service.delete_dataset(runtime, ref)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,140 @@
+"""`submitter datasets`: upload, list, show, preview, aggregate, delete (over HTTP)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from submitter.cli.jobs import fail
+from submitter.client import ApiError, Client
+
+app = typer.Typer(help="Datasets: CSV or Parquet, versioned by name.", no_args_is_help=True)
+console = Console()
+
+
+def _show(dataset: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(dataset, indent=2))
+        return
+    console.print(
+        f"[bold]{dataset['name']}@{dataset['version']}[/bold]  id {dataset['id']}  "
+        f"{dataset['row_count']:,} rows  {dataset['byte_size']:,} bytes parquet  "
+        f"(uploaded {dataset['format']}, {dataset['upload_bytes']:,} bytes, "
+        f"sha256 {dataset['sha256'][:12]}…)"
+    )
+    table = Table("column", "dtype")
+    for column in dataset["columns"]:
+        table.add_row(column["name"], column["dtype"])
+    console.print(table)
+
+
+@app.command()
+def upload(
+    path: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
+    name: Annotated[str, typer.Option(help="Dataset name; an existing name gets a new version.")],
+    file_format: Annotated[str | None, typer.Option("--format", help="csv or parquet")] = None,
+    delimiter: Annotated[str | None, typer.Option(help="CSV delimiter (default: sniffed).")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Upload a CSV or Parquet file."""
+    with Client() as client, console.status(f"uploading {path} ..."):
+        try:
+            dataset = client.upload_dataset(
+                path, name, file_format=file_format, delimiter=delimiter
+            )
+        except ApiError as error:
+            raise fail(error) from None
+    _show(dataset, as_json)
+
+
+@app.command("list")
+def list_(
+    name: Annotated[str | None, typer.Option()] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """List datasets and their versions."""
+    with Client() as client:
+        try:
+            page = client.datasets(name=name, limit=1000)
+        except ApiError as error:
+            raise fail(error) from None
+    if as_json:
+        print(json.dumps(page, indent=2))
+        return
+    table = Table("name", "version", "id", "rows", "columns", "created", title=f"{page['total']}")
+    for d in page["items"]:
+        table.add_row(
+            d["name"],
+            str(d["version"]),
+            d["id"],
+            f"{d['row_count']:,}",
+            str(len(d["columns"])),
+            d["created_at"][:19],
+        )
+    console.print(table)
+
+
+@app.command()
+def show(ref: str, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Show a dataset (id, name or name@version) and its columns."""
+    with Client() as client:
+        try:
+            _show(client.dataset(ref), as_json)
+        except ApiError as error:
+            raise fail(error) from None
+
+
+@app.command()
+def preview(
+    ref: str, limit: int = 10, as_json: Annotated[bool, typer.Option("--json")] = False
+) -> None:
+    """The first rows of a dataset."""
+    with Client() as client:
+        try:
+            rows = client.preview(ref, limit)
+        except ApiError as error:
+            raise fail(error) from None
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    table = Table(*rows["columns"])
+    for row in rows["rows"]:
+        table.add_row(*("" if v is None else str(v) for v in row))
+    console.print(table)
+
+
+@app.command()
+def aggregate(
+    ref: str,
+    fn: Annotated[str, typer.Option(help="count, mean, sum, min, max, nunique")],
+    column: Annotated[str | None, typer.Option()] = None,
+    where: Annotated[list[str] | None, typer.Option(help="COLUMN:VALUE; repeat to AND.")] = None,
+    group_by: Annotated[str | None, typer.Option()] = None,
+) -> None:
+    """E.g. `submitter datasets aggregate credit --fn mean --column AGE --where SEX:1`."""
+    filters = {}
+    for item in where or []:
+        key, _, value = item.partition(":")
+        filters[key] = value
+    with Client() as client:
+        try:
+            result = client.aggregate(ref, fn, column, where=filters, group_by=group_by)
+        except ApiError as error:
+            raise fail(error) from None
+    print(json.dumps(result, indent=2))
+
+
+@app.command()
+def delete(ref: str) -> None:
+    """Delete one version (refused while a queued or running job reads it)."""
+    with Client() as client:
+        try:
+            client.delete_dataset(ref)
+        except ApiError as error:
+            raise fail(error) from None
+    console.print(f"deleted {ref}")

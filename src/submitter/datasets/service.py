@@ -1,0 +1,222 @@
+"""Datasets: versions by name, dedupe by content, references from jobs, reads for queries.
+
+A dataset is stored as Parquet in the artifact store at `datasets/<id>/data.parquet`,
+whatever format it was uploaded in. Uploading to an existing name makes the next version;
+uploading the same bytes (sha256 of the original upload) under the same name returns the
+existing version instead of a duplicate.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow.fs
+from sqlalchemy import Connection, delete, func, insert, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from submitter.datasets.errors import IngestError
+from submitter.datasets.ingest import ingest
+from submitter.db.models import Dataset, DatasetReference, Job
+from submitter.jobs.states import ACTIVE
+from submitter.runtime import Runtime
+from submitter.storage import join_key
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+ID_PATTERN = re.compile(r"^[0-9a-f]{32}$")
+
+
+class DatasetNotFound(LookupError):
+    pass
+
+
+class DatasetInUse(Exception):
+    pass
+
+
+@dataclass
+class InvalidDataset(ValueError):
+    """An upload or reference is refused; `field` names the input, `reason` says why."""
+
+    field: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.reason}"
+
+
+def validate_name(name: str) -> str:
+    if not NAME_PATTERN.fullmatch(name):
+        raise InvalidDataset(
+            "name",
+            "must be 1-100 characters of letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit",
+        )
+    return name
+
+
+def find_id(db: Session | Connection, ref: str) -> str | None:
+    """The id of a dataset given by id, `name` (latest version) or `name@version`."""
+    query = select(Dataset.id)
+    if ID_PATTERN.fullmatch(ref):
+        query = query.where(Dataset.id == ref)
+    elif "@" in ref:
+        name, _, version = ref.rpartition("@")
+        if not version.isdigit():
+            return None
+        query = query.where(Dataset.name == name, Dataset.version == int(version))
+    else:
+        query = query.where(Dataset.name == ref).order_by(Dataset.version.desc()).limit(1)
+    found: str | None = db.execute(query).scalars().first()
+    return found
+
+
+def resolve(runtime: Runtime, ref: str) -> Dataset:
+    with runtime.sessions() as session:
+        dataset_id = find_id(session, ref)
+        dataset = session.get(Dataset, dataset_id) if dataset_id else None
+    if dataset is None:
+        raise DatasetNotFound(f"no dataset {ref!r} (give an id, a name or name@version)")
+    return dataset
+
+
+def create(
+    runtime: Runtime,
+    *,
+    name: str,
+    upload: Path,
+    sha256: str,
+    upload_bytes: int,
+    owner: str,
+    filename: str | None = None,
+    file_format: str | None = None,
+    delimiter: str | None = None,
+) -> tuple[Dataset, bool]:
+    """Store an uploaded file as the next version of `name`. Return (dataset, created)."""
+    validate_name(name)
+    with runtime.sessions() as session:
+        existing = session.scalars(
+            select(Dataset).where(Dataset.name == name, Dataset.sha256 == sha256).limit(1)
+        ).first()
+    if existing is not None:
+        return existing, False
+    dataset_id = uuid.uuid4().hex
+    key = join_key("datasets", dataset_id, "data.parquet")
+    with tempfile.TemporaryDirectory(prefix="submitter-ingest-") as tmp:
+        parquet = Path(tmp) / "data.parquet"
+        try:
+            result = ingest(
+                upload, parquet, filename=filename, format=file_format, delimiter=delimiter
+            )
+        except IngestError as error:
+            raise InvalidDataset("file", error.reason) from None
+        stored = runtime.store.put_file(key, parquet)
+    row: dict[str, Any] = {
+        "id": dataset_id,
+        "name": name,
+        "format": result.format,
+        "columns": result.columns,
+        "row_count": result.row_count,
+        "byte_size": stored.size,
+        "upload_bytes": upload_bytes,
+        "sha256": sha256,
+        "storage_key": key,
+        "created_by": owner,
+    }
+    try:
+        for _ in range(10):  # two uploads of one name may race for a version number
+            try:
+                with runtime.engine.begin() as connection:
+                    latest = connection.scalar(
+                        select(func.max(Dataset.version)).where(Dataset.name == name)
+                    )
+                    connection.execute(insert(Dataset), {**row, "version": (latest or 0) + 1})
+                break
+            except IntegrityError:
+                continue
+        else:
+            raise RuntimeError(f"could not allocate a version of {name!r}")
+    except BaseException:
+        runtime.store.delete(key)
+        raise
+    return resolve(runtime, dataset_id), True
+
+
+def list_datasets(
+    runtime: Runtime, *, name: str | None = None, limit: int = 50, offset: int = 0
+) -> tuple[list[Dataset], int]:
+    query = select(Dataset)
+    if name:
+        query = query.where(Dataset.name == name)
+    with runtime.sessions() as session:
+        total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+        items = session.scalars(
+            query.order_by(Dataset.name, Dataset.version.desc()).limit(limit).offset(offset)
+        ).all()
+        return list(items), total
+
+
+def delete_dataset(runtime: Runtime, ref: str) -> Dataset:
+    """Delete one version; refused (DatasetInUse) while a queued or running job reads it."""
+    dataset = resolve(runtime, ref)
+    with runtime.transaction() as session:
+        users = list(
+            session.scalars(
+                select(Job.id)
+                .join(DatasetReference, DatasetReference.job_id == Job.id)
+                .where(
+                    DatasetReference.dataset_id == dataset.id,
+                    Job.state.in_([s.value for s in ACTIVE]),
+                )
+            )
+        )
+        if users:
+            raise DatasetInUse(
+                f"dataset {dataset.name}@{dataset.version} is used by active job(s) "
+                f"{', '.join(users)}"
+            )
+        session.execute(delete(DatasetReference).where(DatasetReference.dataset_id == dataset.id))
+        session.execute(delete(Dataset).where(Dataset.id == dataset.id))
+    runtime.store.delete(dataset.storage_key)
+    return dataset
+
+
+def parquet_source(runtime: Runtime, dataset: Dataset) -> Path | tuple[pyarrow.fs.FileSystem, str]:
+    """Where pyarrow reads the dataset: a local path, or (filesystem, path) on S3."""
+    local = runtime.store.local_path(dataset.storage_key)
+    if local is not None:
+        return local
+    filesystem, base = runtime.store.pyarrow_filesystem()
+    return filesystem, f"{base.rstrip('/')}/{dataset.storage_key}"
+
+
+def resolve_spec_datasets(
+    db: Session | Connection, fields: tuple[str, ...], spec: dict[str, Any]
+) -> tuple[dict[str, Any], list[str], list[dict[str, Any]]]:
+    """Replace dataset references in `spec` by ids. Return (spec, ids, pydantic-style errors)."""
+    resolved = dict(spec)
+    ids: list[str] = []
+    errors: list[dict[str, Any]] = []
+    for field in fields:
+        ref = spec.get(field)
+        if ref is None:
+            continue
+        dataset_id = find_id(db, str(ref))
+        if dataset_id is None:
+            errors.append(
+                {
+                    "loc": ["body", "spec", field],
+                    "msg": f"no dataset {ref!r} (give an id, a name or name@version)",
+                    "type": "unknown_dataset",
+                    "input": ref,
+                }
+            )
+            continue
+        resolved[field] = dataset_id
+        ids.append(dataset_id)
+    return resolved, ids, errors
