@@ -166,3 +166,49 @@ def test_demo_finishes_on_a_fresh_home() -> None:
     result = run({}, "demo", timeout=180)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "all jobs succeeded" in result.stdout
+
+
+def test_datasets_commands_and_job_artifacts(served: dict[str, str], tmp_path: Path) -> None:
+    csv = tmp_path / "people.csv"
+    csv.write_text("name;age;city\nann;31;Oulu\nbob;45;Turku\ncid;28;Oulu\n")
+    uploaded = run(served, "datasets", "upload", str(csv), "--name", "people", "--json")
+    assert uploaded.returncode == 0, uploaded.stderr
+    dataset = json.loads(uploaded.stdout)
+    assert dataset["row_count"] == 3 and dataset["version"] == 1
+
+    listed = run(served, "datasets", "list")
+    assert "people" in listed.stdout
+    shown = run(served, "datasets", "show", "people@1")
+    assert "age" in shown.stdout and "int64" in shown.stdout
+    preview = run(served, "datasets", "preview", "people", "--limit", "2", "--json")
+    assert json.loads(preview.stdout)["rows"] == [["ann", 31, "Oulu"], ["bob", 45, "Turku"]]
+    mean = run(
+        served,
+        "datasets",
+        "aggregate",
+        "people",
+        "--fn",
+        "mean",
+        "--column",
+        "age",
+        "--where",
+        "city:Oulu",
+    )
+    assert json.loads(mean.stdout)["value"] == 29.5
+    bad = run(served, "datasets", "aggregate", "people", "--fn", "median", "--column", "age")
+    assert bad.returncode == 1 and "fn" in bad.stderr
+
+    described = run(
+        served, "jobs", "submit", "describe", "--spec", '{"dataset": "people"}', "--wait", "--json"
+    )
+    assert described.returncode == 0, described.stderr
+    job_id = json.loads(described.stdout)["id"]
+    assert "summary.json" in run(served, "jobs", "artifacts", job_id).stdout
+    downloaded = run(served, "jobs", "download", job_id, "-o", str(tmp_path / "out"))
+    assert downloaded.returncode == 0, downloaded.stderr
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["columns"]["age"]["max"] == 45
+
+    assert run(served, "datasets", "delete", "people").returncode == 0
+    gone = run(served, "datasets", "show", "people")
+    assert gone.returncode == 1 and "404" in gone.stderr
