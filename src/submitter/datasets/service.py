@@ -107,7 +107,7 @@ def create(
         return existing, False
     dataset_id = uuid.uuid4().hex
     key = join_key("datasets", dataset_id, "data.parquet")
-    with tempfile.TemporaryDirectory(prefix="submitter-ingest-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="ingest-", dir=upload.parent) as tmp:
         parquet = Path(tmp) / "data.parquet"
         try:
             result = ingest(

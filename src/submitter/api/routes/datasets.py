@@ -52,7 +52,10 @@ async def upload_dataset(
     request: Request, runtime: RuntimeDep, caller: User, response: Response
 ) -> DatasetOut:
     """Upload CSV or Parquet as the next version of `name` (stored as Parquet)."""
-    with tempfile.TemporaryDirectory(prefix="submitter-upload-") as tmp:
+    # Under SUBMITTER_HOME, not /tmp: that is often RAM (tmpfs) and uploads reach 1 GiB.
+    spool = runtime.settings.ensure_home() / "uploads"
+    spool.mkdir(exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="upload-", dir=spool) as tmp:
         upload = await receive_upload(
             request, Path(tmp) / "upload", runtime.settings.max_upload_bytes
         )
