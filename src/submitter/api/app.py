@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 
 from submitter import __version__
 from submitter.api.metrics import Metrics, MetricsMiddleware
-from submitter.api.routes import datasets, health, jobs
+from submitter.api.routes import datasets, health, jobs, models
 from submitter.api.uploads import BadUpload, UploadTooLarge
 from submitter.config import Settings, get_settings
 from submitter.datasets.errors import QueryError
@@ -20,6 +20,7 @@ from submitter.datasets.service import DatasetInUse, DatasetNotFound, InvalidDat
 from submitter.db.migrate import upgrade
 from submitter.jobs.artifacts import ArtifactNotFound
 from submitter.jobs.service import InvalidJob, JobConflict, JobNotFound
+from submitter.registry.service import InvalidModelRequest, ModelNotFound
 from submitter.runtime import Runtime
 
 
@@ -46,6 +47,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(jobs.router)
     app.include_router(datasets.router)
+    app.include_router(models.router)
     _add_error_handlers(app)
     return app
 
@@ -70,6 +72,7 @@ def _add_error_handlers(app: FastAPI) -> None:
         (DatasetNotFound, 404),
         (JobConflict, 409),
         (DatasetInUse, 409),
+        (ModelNotFound, 404),
     ):
         app.add_exception_handler(error_type, detail(status_code))
 
@@ -97,3 +100,4 @@ def _add_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(BadUpload, field_error("body"))
     app.add_exception_handler(InvalidDataset, field_error("body"))
     app.add_exception_handler(QueryError, field_error("query"))
+    app.add_exception_handler(InvalidModelRequest, field_error("path"))

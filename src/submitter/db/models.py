@@ -157,3 +157,58 @@ class Artifact(Base):
     sha256: Mapped[str] = mapped_column(String(64))
     storage_key: Mapped[str] = mapped_column(String(600))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class RegisteredModel(Base):
+    """A named model in the registry; its versions are what get trained and served."""
+
+    __tablename__ = "registered_models"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ModelVersion(Base):
+    """One trained model: its file in the store, metrics, schema and where it came from."""
+
+    __tablename__ = "model_versions"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    model_name: Mapped[str] = mapped_column(
+        ForeignKey("registered_models.name", ondelete="CASCADE"), index=True
+    )
+    version: Mapped[int] = mapped_column(Integer)
+    task: Mapped[str] = mapped_column(String(32))
+    algorithm: Mapped[str] = mapped_column(String(64))
+    metric: Mapped[str] = mapped_column(String(32))
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    leaderboard: Mapped[list[dict[str, Any]]] = mapped_column(JSONType)
+    params: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    feature_schema: Mapped[list[dict[str, Any]]] = mapped_column(JSONType)
+    classes: Mapped[list[Any] | None] = mapped_column(JSONType, default=None)
+    target: Mapped[str] = mapped_column(String(200))
+    dataset_id: Mapped[str | None] = mapped_column(
+        ForeignKey("datasets.id", ondelete="RESTRICT"), default=None, index=True
+    )
+    job_id: Mapped[str | None] = mapped_column(
+        ForeignKey("jobs.id", ondelete="SET NULL"), default=None
+    )
+    storage_key: Mapped[str] = mapped_column(String(300))
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (UniqueConstraint("model_name", "version", name="uq_model_versions"),)
+
+
+class ModelAlias(Base):
+    """`production` → version 3 of a model. Moving an alias is one row update."""
+
+    __tablename__ = "model_aliases"
+
+    model_name: Mapped[str] = mapped_column(
+        ForeignKey("registered_models.name", ondelete="CASCADE"), primary_key=True
+    )
+    alias: Mapped[str] = mapped_column(String(64), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -1,0 +1,49 @@
+"""Registry resources as the API and the client see them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ModelOut(BaseModel):
+    name: str
+    latest_version: int | None
+    aliases: dict[str, int]
+    created_at: datetime
+
+
+class ModelVersionOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    model_name: str
+    version: int
+    task: str
+    algorithm: str
+    metric: str
+    metrics: dict[str, Any]
+    leaderboard: list[dict[str, Any]]
+    params: dict[str, Any]
+    feature_schema: list[dict[str, Any]]
+    classes: list[Any] | None
+    target: str
+    dataset_id: str | None
+    job_id: str | None
+    size: int
+    sha256: str
+    created_at: datetime
+
+
+class AliasIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    version: int = Field(ge=1)
+
+
+class AliasOut(BaseModel):
+    model: str
+    alias: str
+    version: int

@@ -1,0 +1,200 @@
+"""Registry operations: register a trained version, list, resolve by version or alias.
+
+A version's file lives in the artifact store at `models/<version id>/model.skops`; the row
+holds its metrics, feature schema and provenance (dataset version, job). Aliases
+(`production`, `staging`, ...) point at a version and are moved by one update, which the
+API's predictor cache sees on the next request.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, insert, select
+from sqlalchemy.exc import IntegrityError
+
+from submitter.db.models import ModelAlias, ModelVersion, RegisteredModel
+from submitter.db.types import utcnow
+from submitter.runtime import Runtime
+from submitter.storage import join_key
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+ALIAS_PATTERN = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
+DEFAULT_ALIAS = "production"
+
+
+class ModelNotFound(LookupError):
+    pass
+
+
+@dataclass
+class InvalidModelRequest(ValueError):
+    field: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.reason}"
+
+
+def validate_name(name: str, field: str = "model_name") -> str:
+    if not NAME_PATTERN.fullmatch(name):
+        raise InvalidModelRequest(
+            field, "1-100 letters, digits, '.', '_' or '-', starting with a letter or digit"
+        )
+    return name
+
+
+def register_version(
+    runtime: Runtime,
+    *,
+    name: str,
+    model_file: Path,
+    fields: dict[str, Any],
+) -> ModelVersion:
+    """Store `model_file` and record it as the next version of `name`.
+
+    `fields` are the ModelVersion columns describing it (task, algorithm, metric, metrics,
+    leaderboard, params, feature_schema, classes, target, dataset_id, job_id).
+    """
+    validate_name(name)
+    version_id = uuid.uuid4().hex
+    key = join_key("models", version_id, "model.skops")
+    stored = runtime.store.put_file(key, model_file)
+    row = {
+        **fields,
+        "id": version_id,
+        "model_name": name,
+        "storage_key": key,
+        "size": stored.size,
+        "sha256": stored.sha256,
+    }
+    try:
+        for _ in range(10):  # racing registrations of one name retry for a version number
+            try:
+                with runtime.engine.begin() as connection:
+                    if (
+                        connection.scalar(
+                            select(RegisteredModel.name).where(RegisteredModel.name == name)
+                        )
+                        is None
+                    ):
+                        connection.execute(insert(RegisteredModel), {"name": name})
+                    latest = connection.scalar(
+                        select(func.max(ModelVersion.version)).where(
+                            ModelVersion.model_name == name
+                        )
+                    )
+                    connection.execute(insert(ModelVersion), {**row, "version": (latest or 0) + 1})
+                break
+            except IntegrityError:
+                continue
+        else:
+            raise RuntimeError(f"could not allocate a version of model {name!r}")
+    except BaseException:
+        runtime.store.delete(key)
+        raise
+    with runtime.sessions() as session:
+        version = session.get(ModelVersion, version_id)
+        assert version is not None
+        return version
+
+
+def list_models(runtime: Runtime) -> list[dict[str, Any]]:
+    with runtime.sessions() as session:
+        latest = dict(
+            session.execute(
+                select(ModelVersion.model_name, func.max(ModelVersion.version)).group_by(
+                    ModelVersion.model_name
+                )
+            )
+            .tuples()
+            .all()
+        )
+        aliases: dict[str, dict[str, int]] = {}
+        for alias in session.scalars(select(ModelAlias)):
+            aliases.setdefault(alias.model_name, {})[alias.alias] = alias.version
+        models = session.scalars(select(RegisteredModel).order_by(RegisteredModel.name)).all()
+        return [
+            {
+                "name": m.name,
+                "latest_version": latest.get(m.name),
+                "aliases": aliases.get(m.name, {}),
+                "created_at": m.created_at,
+            }
+            for m in models
+        ]
+
+
+def get_model(runtime: Runtime, name: str) -> dict[str, Any]:
+    for model in list_models(runtime):
+        if model["name"] == name:
+            return model
+    raise ModelNotFound(f"no model named {name!r}")
+
+
+def list_versions(runtime: Runtime, name: str) -> list[ModelVersion]:
+    get_model(runtime, name)
+    with runtime.sessions() as session:
+        return list(
+            session.scalars(
+                select(ModelVersion)
+                .where(ModelVersion.model_name == name)
+                .order_by(ModelVersion.version.desc())
+            )
+        )
+
+
+def get_version(runtime: Runtime, name: str, version: int) -> ModelVersion:
+    with runtime.sessions() as session:
+        found = session.scalars(
+            select(ModelVersion).where(
+                ModelVersion.model_name == name, ModelVersion.version == version
+            )
+        ).first()
+    if found is None:
+        raise ModelNotFound(f"model {name!r} has no version {version}")
+    return found
+
+
+def set_alias(runtime: Runtime, name: str, alias: str, version: int) -> dict[str, Any]:
+    """Point `alias` at `version` of `name` (create or move it)."""
+    if not ALIAS_PATTERN.fullmatch(alias):
+        raise InvalidModelRequest("alias", "1-64 lower-case letters, digits, '_' or '-'")
+    get_version(runtime, name, version)
+    with runtime.transaction() as session:
+        row = session.get(ModelAlias, (name, alias))
+        if row is None:
+            session.add(ModelAlias(model_name=name, alias=alias, version=version))
+        else:
+            row.version = version
+            row.updated_at = utcnow()
+    return {"model": name, "alias": alias, "version": version}
+
+
+def resolve_version(
+    runtime: Runtime, name: str, *, version: int | None = None, alias: str | None = None
+) -> ModelVersion:
+    """The version to serve: `version`, else `alias`, else `production`, else the latest."""
+    if version is not None:
+        return get_version(runtime, name, version)
+    target: int | None
+    with runtime.sessions() as session:
+        if alias is not None:
+            row = session.get(ModelAlias, (name, alias))
+            if row is None:
+                raise ModelNotFound(f"model {name!r} has no alias {alias!r}")
+            target = row.version
+        else:
+            default = session.get(ModelAlias, (name, DEFAULT_ALIAS))
+            target = default.version if default is not None else None
+            if target is None:
+                target = session.scalar(
+                    select(func.max(ModelVersion.version)).where(ModelVersion.model_name == name)
+                )
+            if target is None:
+                raise ModelNotFound(f"no model named {name!r}")
+    return get_version(runtime, name, target)
