@@ -10,8 +10,8 @@ What it measures:
   returns once the CSV has been received, hashed, converted to Parquet and stored, so
   throughput = CSV bytes / (request sent → response received), the keep-alive connection
   already open. Peak RSS = `VmHWM` of the API process after the upload (it is a fresh
-  process: that covers its start-up and the upload); its RSS just before the upload and a
-  sampled RSS timeline (when the peak happened) are shown too.
+  process: that covers its start-up and the upload); its RSS just before the upload, and
+  when in the upload a 20 ms VmRSS sampler saw the peak, are shown too.
 - **Baseline**: a fresh Python process runs `pyarrow.csv.read_csv(path)` +
   `pyarrow.parquet.write_table(table, out)` (pyarrow's defaults: multi-threaded read,
   snappy) on the same file; its wall time (imports excluded) and its peak RSS
@@ -27,10 +27,10 @@ Run from the repository root:
 
     .venv/bin/python bench/ingest.py [--rows 1000000] [--aggregates 20] [--keep-file PATH]
 
-The CSV is deterministic for a given `--rows` (seeded). Exit status 0 when every step ran
-(whatever the figures), 1 when something failed, 130 on Ctrl+C; the API process and the
-temp files are removed on exit (the CSV stays only with `--keep-file`). Linux only (it
-reads /proc).
+The CSV is deterministic for a given `--rows` and pyarrow version (seeded `pc.random`).
+Exit status 0 when every step ran (whatever the figures), 1 when something failed, 130 on
+Ctrl+C; the API process and the temp files are removed on exit (the CSV stays only with
+`--keep-file`). Linux only (it reads /proc).
 """
 
 from __future__ import annotations
@@ -96,8 +96,8 @@ CATEGORIES = (
     "office",
     "health",
 )
-COUNTRIES = ("DE", "FR", "US", "GB", "IT", "ES", "NL", "BE", "PL", "SE")
-COUNTRIES += ("NO", "DK", "FI", "AT", "CH", "PT", "IE", "CZ", "JP", "CA")
+_COUNTRIES_TEXT = "DE FR US GB IT ES NL BE PL SE NO DK FI AT CH PT IE CZ JP CA"
+COUNTRIES = tuple(_COUNTRIES_TEXT.split())
 _WORDS_TEXT = (
     "fast cheap late early broken fine great poor blue red small large gift box return refund "
     "repeat customer happy order delivery damaged missing extra quality price service support "
@@ -158,7 +158,8 @@ def _chunk_lines(start: int, count: int, seed: int, tags: pa.Array, notes: pa.Ar
     def pick(choices: pa.Array) -> pa.Array:
         return pc.take(choices, integers(0, len(choices) - 1))
 
-    first_day, last_day = (FIRST_DAY - dt.date(1970, 1, 1)).days, (LAST_DAY - FIRST_DAY).days
+    first_day = (FIRST_DAY - dt.date(1970, 1, 1)).days  # date32 counts days since 1970
+    span = (LAST_DAY - FIRST_DAY).days
     columns = [
         pa.array(range(start + 1, start + count + 1), pa.int64()),  # order_id
         integers(1, 2_000_000),  # customer_id
@@ -168,7 +169,7 @@ def _chunk_lines(start: int, count: int, seed: int, tags: pa.Array, notes: pa.Ar
         pick(pa.array(CATEGORIES)),  # category
         pick(pa.array(COUNTRIES)),  # country
         pc.less(uniform(), 0.35),  # is_member
-        pc.add(integers(0, last_day), first_day).cast(pa.int32()).cast(pa.date32()),  # order_date
+        pc.add(integers(0, span), first_day).cast(pa.int32()).cast(pa.date32()),  # order_date
         pick(tags),  # tag
         with_nulls(pick(notes), 0.20),  # note
     ]
@@ -364,6 +365,7 @@ class Baseline:
 @dataclass
 class Aggregates:
     latencies: dict[str, list[float]] = field(default_factory=dict)
+    peak_mb: float = 0.0  # VmHWM of the API process after them
 
     def all(self) -> list[float]:
         return [value for values in self.latencies.values() for value in values]
@@ -529,12 +531,15 @@ def print_report(
         f"\nAPI memory (MB): RSS before upload {upload.rss_before_mb:.0f}, "
         f"peak before upload (start-up) {upload.hwm_before_mb:.0f}, "
         f"peak after {upload.peak_mb:.0f}; sampled peak {upload.sampled_peak_mb:.0f} "
-        f"at {upload.sampled_peak_at:.1f} s of {upload.seconds:.1f} s"
+        f"at {upload.sampled_peak_at:.1f} s of {upload.seconds:.1f} s; "
+        f"peak after the aggregates {aggregates.peak_mb:.0f}"
     )
     print(
         f"baseline memory (MB): after imports {baseline.imported_mb:.0f}, "
         f"peak {baseline.peak_mb:.0f}"
     )
+    columns = ", ".join(f"{c['name']}:{c['dtype']}" for c in upload.dataset.get("columns", []))
+    print(f"dataset columns: {columns}")
     print(f"aggregates ({len(latencies)} requests), per query p50 / max (s):")
     for label, values in aggregates.latencies.items():
         if values:
@@ -583,6 +588,7 @@ def run(args: argparse.Namespace, work: Path) -> None:
             upload = run_upload(client, server, csv_path, args.rows)
             log(f"aggregates: {args.aggregates} requests")
             aggregates = run_aggregates(client, upload.dataset["id"], args.aggregates)
+            aggregates.peak_mb = status_mb(server.pid, "VmHWM")
     finally:
         server.stop()
     print_report(csv_bytes, args.rows, upload, baseline, aggregates)

@@ -77,10 +77,14 @@ NA_VALUES = (
 TRUE_VALUES = ("true", "True", "TRUE")
 FALSE_VALUES = ("false", "False", "FALSE")
 
-#: CSV bytes per block; types are inferred on the first one.
-BLOCK_SIZE = 1 << 20
-#: A row group is written when this many rows or bytes are buffered.
-ROW_GROUP_ROWS = 256 * 1024
+#: CSV bytes per block. pyarrow's streaming reader keeps dozens of blocks in flight, so
+#: this sets most of the memory an ingest needs (bench/ingest.py: 1 MiB blocks put the API
+#: over 400 MB on a 108 MB file). Types come from a larger sample (SAMPLE_BLOCKS blocks).
+BLOCK_SIZE = 256 << 10
+SAMPLE_BLOCKS = 4
+#: A row group is written when this many rows or bytes are buffered (it is encoded whole
+#: in memory: smaller groups, less memory, slightly larger files).
+ROW_GROUP_ROWS = 64 * 1024
 ROW_GROUP_BYTES = 48 << 20
 #: Restarts for type drift before every column is read as text.
 MAX_RETRIES = 12
@@ -473,6 +477,11 @@ def _convert_csv(
         strings_can_be_null=True,
         quoted_strings_can_be_null=True,
     )
+    column_types = {
+        **_sample_types(source, block_size * SAMPLE_BLOCKS, parse_options, convert_options),
+        **column_types,
+    }
+    convert_options.column_types = column_types
     rows = 0
     names = header
     try:
@@ -494,6 +503,47 @@ def _convert_csv(
     except UnicodeDecodeError:  # column names are decoded by Python
         raise _encoding_error(source) from None
     return schema, rows
+
+
+def _sample_types(
+    source: Path,
+    size: int,
+    parse_options: pacsv.ParseOptions,
+    convert_options: pacsv.ConvertOptions,
+) -> dict[str, pa.DataType]:
+    """Column types inferred from the first `size` bytes (cut at a line end).
+
+    The streaming reader infers from its first block only; a bigger sample makes a type
+    drift (and a restart) rarer with small blocks. Any trouble in the sample (a ragged
+    row, a quote across the cut) leaves inference to the reader, which reports it properly.
+    """
+    with source.open("rb") as handle:
+        sample = handle.read(size)
+        whole = not handle.read(1)
+    if not whole:
+        cut = sample.rfind(b"\n")
+        if cut <= 0:
+            return {}
+        sample = sample[: cut + 1]
+    options = pacsv.ParseOptions(
+        delimiter=parse_options.delimiter,
+        newlines_in_values=True,
+        ignore_empty_lines=True,
+    )
+    try:
+        table = pacsv.read_csv(
+            pa.BufferReader(sample),
+            read_options=pacsv.ReadOptions(use_threads=False),
+            parse_options=options,
+            convert_options=convert_options,
+        )
+    except (pa.ArrowInvalid, UnicodeDecodeError):
+        return {}
+    return {
+        field.name: field.type
+        for field in table.schema
+        if not pa.types.is_null(field.type) and not pa.types.is_binary(field.type)
+    }
 
 
 def _batches(reader: Any) -> Iterator[pa.RecordBatch]:

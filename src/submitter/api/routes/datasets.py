@@ -6,8 +6,9 @@ import tempfile
 from pathlib import Path
 from typing import Annotated, Any
 
+import anyio
+import anyio.to_thread
 from fastapi import APIRouter, Query, Request, Response, status
-from fastapi.concurrency import run_in_threadpool
 
 from submitter.api.deps import RuntimeDep, User, Viewer
 from submitter.api.uploads import receive_upload
@@ -38,6 +39,15 @@ _UPLOAD_BODY = {
 }
 
 
+def _ingest_limiter(request: Request) -> anyio.CapacityLimiter:
+    """One CSV→Parquet conversion at a time per API process: each needs 100-200 MB and
+    both cores; concurrent uploads still stream to disk and then wait their turn."""
+    limiter: anyio.CapacityLimiter | None = getattr(request.app.state, "ingest_limiter", None)
+    if limiter is None:
+        limiter = request.app.state.ingest_limiter = anyio.CapacityLimiter(1)
+    return limiter
+
+
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
@@ -62,7 +72,7 @@ async def upload_dataset(
         name = upload.fields.get("name")
         if not name:
             raise service.InvalidDataset("name", "missing: send the dataset name as 'name'")
-        dataset, created = await run_in_threadpool(
+        dataset, created = await anyio.to_thread.run_sync(
             lambda: service.create(
                 runtime,
                 name=name,
@@ -73,7 +83,8 @@ async def upload_dataset(
                 filename=upload.filename,
                 file_format=upload.fields.get("format") or None,
                 delimiter=upload.fields.get("delimiter") or None,
-            )
+            ),
+            limiter=_ingest_limiter(request),
         )
     if not created:
         response.status_code = status.HTTP_200_OK
