@@ -141,13 +141,20 @@ class Client:
     # ---- datasets -----------------------------------------------------------------
     def upload_dataset(
         self,
-        path: str | Path,
+        path: str | Path | Any,
         name: str,
         *,
         file_format: str | None = None,
         delimiter: str | None = None,
     ) -> dict[str, Any]:
-        """Upload a CSV or Parquet file as the next version of `name` (streamed)."""
+        """Upload a CSV or Parquet file, or a pandas DataFrame, as the next version of `name`."""
+        if not isinstance(path, str | Path):  # a DataFrame: send it as Parquet
+            import tempfile
+
+            with tempfile.TemporaryDirectory(prefix="submitter-upload-") as tmp:
+                target = Path(tmp) / f"{name}.parquet"
+                path.to_parquet(target, index=False)
+                return self.upload_dataset(target, name)
         path = Path(path)
         data = {"name": name}
         if file_format:
@@ -207,6 +214,62 @@ class Client:
         if response.status_code >= 400:
             raise ApiError(response.status_code, response.json().get("detail"))
 
+    # ---- training, registry, predictions ------------------------------------------
+    def train(self, dataset: str, target: str, model_name: str, **spec: Any) -> JobHandle:
+        """Start a training job (spec keys: task, models, folds, metric, holdout, ...)."""
+        job = self.submit(
+            "train", {"dataset": dataset, "target": target, "model_name": model_name, **spec}
+        )
+        return JobHandle(self, job["id"])
+
+    def models(self) -> list[dict[str, Any]]:
+        page = self._request("GET", "/api/v1/models")
+        items: list[dict[str, Any]] = page["items"]
+        return items
+
+    def model_versions(self, name: str) -> list[dict[str, Any]]:
+        page = self._request("GET", f"/api/v1/models/{name}/versions")
+        items: list[dict[str, Any]] = page["items"]
+        return items
+
+    def promote(self, name: str, version: int, alias: str = "production") -> dict[str, Any]:
+        result: dict[str, Any] = self._request(
+            "PUT", f"/api/v1/models/{name}/aliases/{alias}", json={"version": version}
+        )
+        return result
+
+    def predict(
+        self,
+        name: str,
+        rows: Any,
+        *,
+        version: int | None = None,
+        alias: str | None = None,
+    ) -> Any:
+        """Predict rows (a DataFrame, or a list of dicts). A DataFrame in, a DataFrame out."""
+        params: dict[str, Any] = {}
+        if version is not None:
+            params["version"] = version
+        if alias is not None:
+            params["alias"] = alias
+        frame = None
+        if hasattr(rows, "to_dict"):
+            frame = rows
+            body = {"columns": [str(c) for c in rows.columns], "data": _jsonable(rows)}
+        else:
+            body = {"rows": rows}
+        result: dict[str, Any] = self._request(
+            "POST", f"/api/v1/models/{name}/predict", json=body, params=params
+        )
+        if frame is None:
+            return result
+        import pandas as pd
+
+        out = pd.DataFrame({"prediction": result["predictions"]}, index=frame.index)
+        for index, label in enumerate(result.get("classes") or []):
+            out[f"probability_{label}"] = [p[index] for p in result["probabilities"]]
+        return out
+
     def wait(
         self,
         job_id: str,
@@ -226,3 +289,59 @@ class Client:
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"job {job_id} still {job['state']} after {timeout}s")
             time.sleep(poll)
+
+
+def _jsonable(frame: Any) -> list[list[Any]]:
+    """DataFrame rows as JSON values: NaN becomes null, numpy scalars Python numbers."""
+    import json
+
+    return json.loads(frame.to_json(orient="values", date_format="iso"))  # type: ignore[no-any-return]
+
+
+class JobHandle:
+    """A submitted job, for notebooks: `handle.wait(progress=True)` shows a progress bar."""
+
+    def __init__(self, client: Client, job_id: str) -> None:
+        self.client = client
+        self.id = job_id
+
+    def __repr__(self) -> str:
+        return f"JobHandle({self.id!r})"
+
+    def get(self) -> dict[str, Any]:
+        return self.client.job(self.id)
+
+    def logs(self) -> list[str]:
+        return [line["message"] for line in self.client.logs(self.id)]
+
+    def cancel(self) -> dict[str, Any]:
+        return self.client.cancel(self.id)
+
+    def wait(self, *, timeout: float | None = None, progress: bool = False) -> dict[str, Any]:
+        """Wait until the job ends and return it; raise if it did not succeed."""
+        if not progress:
+            job = self.client.wait(self.id, timeout=timeout)
+        else:
+            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+            with Progress(
+                TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn()
+            ) as bar:
+                task = bar.add_task("queued", total=1.0)
+
+                def update(job: dict[str, Any]) -> None:
+                    label = job["state"] + (f" · {job['message']}" if job.get("message") else "")
+                    bar.update(task, completed=job.get("progress") or 0.0, description=label[:70])
+
+                job = self.client.wait(self.id, timeout=timeout, on_update=update)
+        if job["state"] != "succeeded":
+            raise JobFailed(job)
+        return job
+
+
+class JobFailed(Exception):
+    def __init__(self, job: dict[str, Any]) -> None:
+        super().__init__(
+            f"job {job['id']} {job['state']}: {job.get('error') or job.get('message')}"
+        )
+        self.job = job

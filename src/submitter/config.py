@@ -94,6 +94,9 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(
         default=1 << 30, ge=1, description="Largest dataset upload; larger ones get 413."
     )
+    model_cache_bytes: int = Field(
+        default=1 << 30, ge=1, description="Memory for loaded models in each API process."
+    )
     worker_concurrency: int | None = Field(default=None, ge=1)
     worker_queues: str = "default,train,hpc"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

@@ -20,6 +20,7 @@ from submitter.datasets.service import DatasetInUse, DatasetNotFound, InvalidDat
 from submitter.db.migrate import upgrade
 from submitter.jobs.artifacts import ArtifactNotFound
 from submitter.jobs.service import InvalidJob, JobConflict, JobNotFound
+from submitter.registry.predictors import PredictorCache
 from submitter.registry.service import InvalidModelRequest, ModelNotFound
 from submitter.runtime import Runtime
 
@@ -43,6 +44,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.runtime = runtime
     app.state.metrics = Metrics(runtime)
+    app.state.predictors = PredictorCache(runtime, settings.model_cache_bytes)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     app.include_router(health.router)
     app.include_router(jobs.router)

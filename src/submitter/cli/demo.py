@@ -1,8 +1,9 @@
-"""`submitter demo`: the whole stack on the embedded default, in a temporary home.
+"""`submitter demo`: the main job on the embedded default, in a temporary home.
 
-Starts `submitter up` in a throwaway folder, submits a small pipeline of echo jobs with
-dependencies, shows them run, and stops everything. (The ML issue replaces the jobs with
-a real training run.)
+Starts `submitter up` in a throwaway folder, uploads a dataset that ships with
+scikit-learn (no download), trains with model comparison and 5-fold CV behind a progress
+bar, promotes the best version to `production`, predicts a few rows, prints the
+leaderboard and the predictions, and stops (or, with --keep, leaves the stack running).
 """
 
 from __future__ import annotations
@@ -16,14 +17,13 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.live import Live
 from rich.table import Table
 
-from submitter.client import TERMINAL_STATES, Client
+from submitter.client import Client, JobFailed
 
 console = Console()
 
@@ -35,26 +35,13 @@ def _free_port() -> int:
         return port
 
 
-def _table(jobs: list[dict[str, Any]]) -> Table:
-    table = Table("job", "id", "depends on", "state", "progress", "attempts")
-    for job in jobs:
-        progress = "" if job["progress"] is None else f"{job['progress']:.0%}"
-        table.add_row(
-            job["spec"]["message"],
-            job["id"][:8],
-            ", ".join(d[:8] for d in job["depends_on"]),
-            job["state"] + (f" ({job['phase']})" if job["phase"] else ""),
-            progress,
-            str(job["attempts"]),
-        )
-    return table
-
-
 def demo(
     keep: Annotated[bool, typer.Option(help="Leave the stack running at the end.")] = False,
-    timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 120.0,
+    timeout: Annotated[
+        float, typer.Option(help="Give up training after this many seconds.")
+    ] = 110.0,
 ) -> None:
-    """Start the stack in a temporary home, run a small job pipeline, show it, stop."""
+    """Start the stack in a temporary home: upload, train, promote, predict; then stop."""
     home = Path(tempfile.mkdtemp(prefix="submitter-demo-"))
     port = _free_port()
     key = "sk_" + secrets.token_urlsafe(32)
@@ -85,32 +72,7 @@ def demo(
                     console.print(f"[red]the stack did not start; see {log_path}[/red]")
                     raise typer.Exit(1)
                 time.sleep(0.3)
-        prepare = client.submit("echo", {"message": "prepare data", "sleep_seconds": 1})
-        train = client.submit(
-            "echo", {"message": "train model", "sleep_seconds": 3}, depends_on=[prepare["id"]]
-        )
-        report = client.submit(
-            "echo", {"message": "write report"}, depends_on=[prepare["id"], train["id"]]
-        )
-        ids = [prepare["id"], train["id"], report["id"]]
-        end = time.monotonic() + timeout
-        with Live(_table([client.job(i) for i in ids]), console=console) as live:
-            while True:
-                jobs = [client.job(i) for i in ids]
-                live.update(_table(jobs))
-                if all(j["state"] in TERMINAL_STATES for j in jobs):
-                    break
-                if time.monotonic() > end:
-                    console.print("[red]the demo timed out[/red]")
-                    code = 1
-                    break
-                time.sleep(0.3)
-        if code == 0 and all(j["state"] == "succeeded" for j in jobs):
-            console.print("[green]all jobs succeeded[/green]")
-        else:
-            code = 1
-            tail = log_path.read_text(errors="replace").splitlines()[-30:]
-            console.print(f"[red]the demo failed[/red]; last lines of {log_path}:", *tail, sep="\n")
+        code = _main_job(client, home, timeout)
         if keep:
             console.print(
                 f"stack left running: docs http://127.0.0.1:{port}/docs · API key {key} · "
@@ -126,3 +88,56 @@ def demo(
             except subprocess.TimeoutExpired:
                 os.killpg(stack.pid, signal.SIGKILL)
     raise typer.Exit(code)
+
+
+def _main_job(client: Client, home: Path, timeout: float) -> int:
+    from sklearn.datasets import load_breast_cancer
+
+    frame = load_breast_cancer(as_frame=True).frame
+    frame["diagnosis"] = frame.pop("target").map({0: "malignant", 1: "benign"})
+    csv = home / "breast_cancer.csv"
+    frame.to_csv(csv, index=False)
+    dataset = client.upload_dataset(csv, "breast-cancer")
+    console.print(
+        f"uploaded [bold]{dataset['name']}@{dataset['version']}[/bold]: "
+        f"{dataset['row_count']} rows, {len(dataset['columns'])} columns"
+    )
+    handle = client.train("breast-cancer", "diagnosis", "breast-cancer", folds=5)
+    try:
+        job = handle.wait(progress=True, timeout=timeout)
+    except (JobFailed, TimeoutError) as error:
+        console.print(f"[red]training did not succeed[/red]: {error}")
+        return 1
+    result = job["result"]
+    metric = result["metric"]
+    table = Table(title=f"leaderboard ({metric}, 5-fold CV)")
+    for column in ("model", metric, "Accuracy", "F1", "fit_seconds"):
+        table.add_column(column)
+    for row in result["leaderboard"]:
+        table.add_row(
+            row["model"],
+            *(
+                f"{row[c]:.4f}" if isinstance(row.get(c), float) else str(row.get(c, ""))
+                for c in (metric, "Accuracy", "F1", "fit_seconds")
+            ),
+        )
+    console.print(table)
+    version = result["version"]
+    client.promote("breast-cancer", version)
+    console.print(
+        f"registered breast-cancer v{version} ({result['best_model']}), "
+        f"holdout {metric} {result['holdout'].get(metric, float('nan')):.4f}; "
+        "alias production → v{version}".replace("{version}", str(version))
+    )
+    sample = frame.drop(columns=["diagnosis"]).sample(5, random_state=1)
+    predictions = client.predict("breast-cancer", sample)
+    shown = Table("row", "actual", "predicted", "p(malignant)", title="predictions (production)")
+    for index, row in predictions.iterrows():
+        shown.add_row(
+            str(index),
+            frame.loc[index, "diagnosis"],
+            row["prediction"],
+            f"{row['probability_malignant']:.3f}",
+        )
+    console.print(shown)
+    return 0

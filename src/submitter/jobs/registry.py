@@ -39,9 +39,9 @@ class UnknownKind(LookupError):
 def all_kinds() -> dict[str, JobKind]:
     # Imported here so that adding a kind is one line and nothing imports kinds at start-up
     # that does not need them.
-    from submitter.jobs import describe, echo
+    from submitter.jobs import describe, echo, predict, train
 
-    return {kind.name: kind for kind in (echo.KIND, describe.KIND)}
+    return {kind.name: kind for kind in (echo.KIND, describe.KIND, train.KIND, predict.KIND)}
 
 
 def get_kind(name: str) -> JobKind:

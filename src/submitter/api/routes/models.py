@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.exceptions import RequestValidationError
 
 from submitter.api.deps import RuntimeDep, User, Viewer
 from submitter.jobs.schemas import Page
-from submitter.registry import service
+from submitter.registry import predictors, service
+from submitter.registry.predictors import PredictIn
 from submitter.registry.schemas import AliasIn, AliasOut, ModelOut, ModelVersionOut
 
 router = APIRouter(prefix="/api/v1/models", tags=["models"])
@@ -38,3 +42,39 @@ def get_version(name: str, version: int, runtime: RuntimeDep, _: Viewer) -> Mode
 def set_alias(name: str, alias: str, body: AliasIn, runtime: RuntimeDep, _: User) -> AliasOut:
     """Point an alias (e.g. `production`) at a version; predictions follow at once."""
     return AliasOut.model_validate(service.set_alias(runtime, name, alias, body.version))
+
+
+@router.post("/{name}/predict")
+def predict(
+    name: str,
+    body: PredictIn,
+    request: Request,
+    runtime: RuntimeDep,
+    _: Viewer,
+    version: Annotated[int | None, Query(ge=1)] = None,
+    alias: str | None = None,
+) -> dict[str, Any]:
+    """Predict up to 10,000 rows with `?version=`, `?alias=`, else `production`, else latest.
+
+    Classifiers also return class probabilities, in the order of `classes`.
+    """
+    from submitter.ml.features import SchemaError
+
+    if version is not None and alias is not None:
+        raise RequestValidationError(
+            [
+                {
+                    "loc": ["query", "alias"],
+                    "msg": "give version or alias, not both",
+                    "type": "value_error",
+                }
+            ]
+        )
+    try:
+        return predictors.predict(
+            runtime, request.app.state.predictors, name, body, version=version, alias=alias
+        )
+    except SchemaError as error:
+        raise RequestValidationError(
+            [{"loc": ["body", *str(error.field).split(".")], "msg": error.reason, "type": "schema"}]
+        ) from None

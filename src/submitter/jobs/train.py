@@ -1,0 +1,179 @@
+"""`train`: compare models with k-fold CV on a dataset, register the best as a new version.
+
+The ML lives in `submitter.ml`; this module is the glue: read the dataset version the job
+was submitted with, hold the model name's lock (two trainings of one name run one after
+the other, never at once, never dropped), report progress per (model, fold), save the
+winner with skops and register it with its metrics, schema and provenance.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+from pathlib import Path
+from typing import Any, Literal
+
+import pyarrow.parquet as pq
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from submitter.jobs.context import JobCancelled, JobContext
+from submitter.jobs.registry import JobKind
+
+
+class TrainSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    dataset: str = Field(min_length=1, description="Dataset id, name or name@version.")
+    target: str = Field(min_length=1, description="The column to predict.")
+    model_name: str = Field(description="Registry name; the best model becomes its next version.")
+    task: Literal["auto", "classification", "regression"] = "auto"
+    models: list[str] | None = Field(default=None, description="Short names; default: curated.")
+    folds: int = Field(default=5, ge=2, le=20)
+    metric: str | None = None
+    holdout: float = Field(default=0.2, ge=0, lt=0.9)
+    seed: int = 0
+    time_budget_seconds: float | None = Field(default=None, gt=0)
+
+    @field_validator("model_name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        from submitter.registry.service import NAME_PATTERN
+
+        if not NAME_PATTERN.fullmatch(value):
+            raise ValueError(
+                "1-100 letters, digits, '.', '_' or '-', starting with one of the first two"
+            )
+        return value
+
+    @field_validator("models")
+    @classmethod
+    def _models(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        from submitter.ml import available_models
+
+        known = available_models()
+        unknown = [name for name in value if name not in known]
+        if unknown:
+            raise ValueError(f"unknown model(s) {unknown}; available: {', '.join(known)}")
+        if not value:
+            raise ValueError("give at least one model, or leave it out for the default set")
+        return value
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN and infinities become None: JSON (and PostgreSQL's jsonb) has no place for them."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if hasattr(value, "item"):  # numpy scalars
+        return _json_safe(value.item())
+    return value
+
+
+def run(spec: TrainSpec, ctx: JobContext) -> dict[str, Any]:
+    from submitter.datasets.service import parquet_source, resolve
+    from submitter.locks import LockWaitStopped, exclusive
+    from submitter.ml import TrainingStopped, save, train
+    from submitter.registry.service import register_version
+
+    runtime = ctx.runtime
+    dataset = resolve(runtime, spec.dataset)
+    source = parquet_source(runtime, dataset)
+    if isinstance(source, tuple):
+        table = pq.read_table(source[1], filesystem=source[0])
+    else:
+        table = pq.read_table(source)
+    if spec.target not in table.column_names:
+        raise ValueError(
+            f"target {spec.target!r} is not a column of {dataset.name}@{dataset.version}; "
+            f"columns: {', '.join(table.column_names)}"
+        )
+    ctx.log(f"training on {dataset.name}@{dataset.version}: {table.num_rows} rows")
+
+    def progress(done: int, total: int, model: str, fold: int) -> None:
+        ctx.progress(done / total, f"{model} fold {fold}/{spec.folds}", "training")
+
+    try:
+        with exclusive(
+            runtime,
+            f"model:{spec.model_name}",
+            should_stop=ctx.cancelled.is_set,
+            on_wait=lambda: ctx.progress(
+                None, f"another training of {spec.model_name} is running", "waiting"
+            ),
+        ):
+            ctx.log(f"holding the training lock of {spec.model_name}")
+            ctx.progress(0.0, "comparing models", "training")
+            result = train(
+                table,
+                spec.target,
+                task=spec.task,
+                models=spec.models,
+                folds=spec.folds,
+                metric=spec.metric,
+                holdout=spec.holdout,
+                seed=spec.seed,
+                time_budget_seconds=spec.time_budget_seconds,
+                on_progress=progress,
+                should_stop=ctx.cancelled.is_set,
+            )
+            leaderboard = _json_safe(result.leaderboard)
+            for row in leaderboard:
+                ctx.log(f"{row['model']:>10}  {result.metric} {row.get(result.metric)}")
+            (ctx.workdir / "leaderboard.json").write_text(json.dumps(leaderboard, indent=2))
+            ctx.progress(None, f"registering {result.best_model}", "registering")
+            with tempfile.TemporaryDirectory(prefix="submitter-model-") as tmp:
+                model_file = Path(tmp) / "model.skops"
+                save(result.pipeline, model_file)
+                version = register_version(
+                    runtime,
+                    name=spec.model_name,
+                    model_file=model_file,
+                    fields={
+                        "task": result.task,
+                        "algorithm": result.best_model,
+                        "metric": result.metric,
+                        "metrics": _json_safe(
+                            {"cv": leaderboard[0], "holdout": result.holdout_metrics}
+                        ),
+                        "leaderboard": leaderboard,
+                        "params": _json_safe(result.params),
+                        "feature_schema": _json_safe(result.feature_schema),
+                        "classes": _json_safe(result.classes),
+                        "target": spec.target,
+                        "dataset_id": dataset.id,
+                        "job_id": ctx.job_id,
+                    },
+                )
+    except (TrainingStopped, LockWaitStopped):
+        raise JobCancelled() from None
+    ctx.log(f"registered {spec.model_name} version {version.version} ({result.best_model})")
+    return _json_safe(
+        {
+            "model_name": spec.model_name,
+            "version": version.version,
+            "task": result.task,
+            "metric": result.metric,
+            "best_model": result.best_model,
+            "cv": leaderboard[0],
+            "holdout": result.holdout_metrics,
+            "leaderboard": leaderboard,
+            "skipped": result.skipped,
+            "failed": result.failed,
+        }
+    )
+
+
+KIND = JobKind(
+    name="train",
+    spec_model=TrainSpec,
+    run=run,
+    queue="train",
+    description="Compare models with k-fold CV; register the best as a new model version.",
+    dataset_fields=("dataset",),
+)
