@@ -213,3 +213,28 @@ def test_datasets_commands_and_job_artifacts(served: dict[str, str], tmp_path: P
     assert run(served, "datasets", "delete", "people").returncode == 0
     gone = run(served, "datasets", "show", "people")
     assert gone.returncode == 1 and "404" in gone.stderr
+
+
+def test_models_commands(served: dict[str, str], tmp_path: Path) -> None:
+    rows = ["x,y,label"] + [
+        f"{i % 7},{(i * 3) % 5},{'a' if i % 7 > 3 else 'b'}" for i in range(120)
+    ]
+    csv = tmp_path / "toy.csv"
+    csv.write_text("\n".join(rows) + "\n")
+    assert run(served, "datasets", "upload", str(csv), "--name", "toy").returncode == 0
+    spec = json.dumps(
+        {"dataset": "toy", "target": "label", "model_name": "toy", "models": ["lr"], "folds": 2}
+    )
+    for _ in range(2):
+        trained = run(served, "jobs", "submit", "train", "--spec", spec, "--wait", timeout=180)
+        assert trained.returncode == 0, trained.stdout + trained.stderr
+    listed = run(served, "models", "list")
+    assert "toy" in listed.stdout
+    shown = run(served, "models", "show", "toy", "--json")
+    assert [v["version"] for v in json.loads(shown.stdout)] == [2, 1]
+    promoted = run(served, "models", "promote", "toy", "1")
+    assert promoted.returncode == 0 and "production → v1" in promoted.stdout
+    aliases = json.loads(run(served, "models", "list", "--json").stdout)[0]["aliases"]
+    assert aliases == {"production": 1}
+    missing = run(served, "models", "promote", "toy", "7")
+    assert missing.returncode == 1 and "404" in missing.stderr

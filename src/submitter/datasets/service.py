@@ -11,7 +11,6 @@ from __future__ import annotations
 import re
 import tempfile
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +23,10 @@ from submitter.datasets.errors import IngestError
 from submitter.datasets.ingest import ingest
 from submitter.db.models import Dataset, DatasetReference, Job
 from submitter.jobs.states import ACTIVE
+from submitter.names import NAME_RULE, FieldError, is_valid_name
 from submitter.runtime import Runtime
 from submitter.storage import join_key
 
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 ID_PATTERN = re.compile(r"^[0-9a-f]{32}$")
 
 
@@ -39,24 +38,13 @@ class DatasetInUse(Exception):
     pass
 
 
-@dataclass
-class InvalidDataset(ValueError):
-    """An upload or reference is refused; `field` names the input, `reason` says why."""
-
-    field: str
-    reason: str
-
-    def __str__(self) -> str:
-        return f"{self.field}: {self.reason}"
+class InvalidDataset(FieldError):
+    """An upload or a reference is refused."""
 
 
 def validate_name(name: str) -> str:
-    if not NAME_PATTERN.fullmatch(name):
-        raise InvalidDataset(
-            "name",
-            "must be 1-100 characters of letters, digits, '.', '_' or '-', "
-            "starting with a letter or digit",
-        )
+    if not is_valid_name(name):
+        raise InvalidDataset("name", f"must be {NAME_RULE}")
     return name
 
 

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from submitter.jobs.context import JobCancelled, JobContext
 from submitter.jobs.registry import JobKind
+from submitter.names import NAME_RULE, is_valid_name
 
 
 class TrainSpec(BaseModel):
@@ -38,12 +39,8 @@ class TrainSpec(BaseModel):
     @field_validator("model_name")
     @classmethod
     def _name(cls, value: str) -> str:
-        from submitter.registry.service import NAME_PATTERN
-
-        if not NAME_PATTERN.fullmatch(value):
-            raise ValueError(
-                "1-100 letters, digits, '.', '_' or '-', starting with one of the first two"
-            )
+        if not is_valid_name(value):
+            raise ValueError(NAME_RULE)
         return value
 
     @field_validator("models")

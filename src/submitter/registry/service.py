@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +18,10 @@ from sqlalchemy.exc import IntegrityError
 
 from submitter.db.models import ModelAlias, ModelVersion, RegisteredModel
 from submitter.db.types import utcnow
+from submitter.names import NAME_RULE, FieldError, is_valid_name
 from submitter.runtime import Runtime
 from submitter.storage import join_key
 
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 ALIAS_PATTERN = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
 DEFAULT_ALIAS = "production"
 
@@ -31,20 +30,13 @@ class ModelNotFound(LookupError):
     pass
 
 
-@dataclass
-class InvalidModelRequest(ValueError):
-    field: str
-    reason: str
-
-    def __str__(self) -> str:
-        return f"{self.field}: {self.reason}"
+class InvalidModelRequest(FieldError):
+    """A registry request is refused."""
 
 
 def validate_name(name: str, field: str = "model_name") -> str:
-    if not NAME_PATTERN.fullmatch(name):
-        raise InvalidModelRequest(
-            field, "1-100 letters, digits, '.', '_' or '-', starting with a letter or digit"
-        )
+    if not is_valid_name(name):
+        raise InvalidModelRequest(field, NAME_RULE)
     return name
 
 
