@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy.orm import Session
 
 from submitter.config import Settings
-from submitter.db.session import make_engine, make_sessionmaker, transaction
+from submitter.db.session import SQLITE_BEGIN, make_engine, make_sessionmaker, transaction
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -28,6 +28,8 @@ class Runtime:
             settings.ensure_home()
         self.engine = make_engine(settings.db_url)
         self.sessions = make_sessionmaker(self.engine)
+        #: For read-only work: on SQLite these do not take the write lock.
+        self.reads = make_sessionmaker(self.engine.execution_options(**{SQLITE_BEGIN: "DEFERRED"}))
         if celery is not None:
             self.__dict__["celery"] = celery
 

@@ -15,7 +15,7 @@ from datetime import timedelta
 from enum import StrEnum
 
 from sqlalchemy import select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from submitter.db.models import ApiKey
 from submitter.db.types import utcnow
@@ -90,15 +90,25 @@ def revoke_key(session: Session, name_or_id: str) -> ApiKey:
     return row
 
 
-def authenticate(session: Session, token: str, admin_key: str | None) -> Principal | None:
-    """Return the principal for a bearer token, or None if it is not a valid key."""
+def authenticate(
+    reads: sessionmaker[Session],
+    writes: sessionmaker[Session],
+    token: str,
+    admin_key: str | None,
+) -> Principal | None:
+    """Return the principal for a bearer token, or None if it is not a valid key.
+
+    A read, plus at most once a minute a short write of `last_used_at`: not a write (and,
+    on SQLite, the write lock) on every request.
+    """
     if admin_key and hmac.compare_digest(token.encode(), admin_key.encode()):
         return Principal(id=BOOTSTRAP_ID, name="bootstrap admin", role=Role.admin)
-    row = session.scalar(select(ApiKey).where(ApiKey.key_hash == hash_key(token)))
+    with reads() as session:
+        row = session.scalar(select(ApiKey).where(ApiKey.key_hash == hash_key(token)))
     if row is None or row.revoked_at is not None:
         return None
     now = utcnow()
-    # Record use, but at most once a minute: not a write on every request.
     if row.last_used_at is None or now - row.last_used_at > timedelta(minutes=1):
-        session.execute(update(ApiKey).where(ApiKey.id == row.id).values(last_used_at=now))
+        with writes() as session, session.begin():
+            session.execute(update(ApiKey).where(ApiKey.id == row.id).values(last_used_at=now))
     return Principal(id=row.id, name=row.name, role=Role(row.role))

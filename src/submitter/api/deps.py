@@ -33,10 +33,12 @@ def get_principal(
             headers={"WWW-Authenticate": "Bearer"},
         )
     admin_key = runtime.settings.admin_key
-    with runtime.transaction() as session:
-        principal = authenticate(
-            session, credentials.credentials, admin_key.get_secret_value() if admin_key else None
-        )
+    principal = authenticate(
+        runtime.reads,
+        runtime.sessions,
+        credentials.credentials,
+        admin_key.get_secret_value() if admin_key else None,
+    )
     if principal is None:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,

@@ -9,6 +9,9 @@ from typing import Any, cast
 from sqlalchemy import CursorResult, Engine, Executable, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
+#: Execution option naming the SQLite BEGIN mode (IMMEDIATE unless set to DEFERRED).
+SQLITE_BEGIN = "submitter_sqlite_begin"
+
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
     """Create an engine. On SQLite: WAL, a long busy timeout and BEGIN IMMEDIATE.
@@ -16,7 +19,8 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     The API, the worker processes and beat all write the same SQLite file. A deferred
     transaction that reads and then writes fails at once with "database is locked" when
     another process wrote in between; taking the write lock at BEGIN makes SQLite wait on
-    its busy timeout instead, so writes queue up rather than fail.
+    its busy timeout instead, so writes queue up rather than fail. Sessions that only read
+    ask for DEFERRED through the `SQLITE_BEGIN` execution option.
     """
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 60}, **kwargs)
@@ -33,7 +37,10 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _on_begin(connection: Any) -> None:
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
+            # Read-only sessions (Runtime.reads) begin DEFERRED: WAL lets them read beside
+            # a writer, and they must not queue for the write lock (bench/predict.py).
+            mode = connection.get_execution_options().get(SQLITE_BEGIN, "IMMEDIATE")
+            connection.exec_driver_sql(f"BEGIN {mode}")
 
         return engine
     # No pool_pre_ping: it costs a round trip on every checkout (about 15% of a job's

@@ -209,7 +209,7 @@ def enqueue(runtime: Runtime, job_id: str, queue: str) -> bool:
 
 
 def get_job(runtime: Runtime, job_id: str) -> Job:
-    with runtime.sessions() as session:
+    with runtime.reads() as session:
         job = session.get(Job, job_id)
         if job is None:
             raise JobNotFound(job_id)
@@ -229,7 +229,7 @@ def list_jobs(
         query = query.where(Job.state == state)
     if kind:
         query = query.where(Job.kind == kind)
-    with runtime.sessions() as session:
+    with runtime.reads() as session:
         total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
         items = session.scalars(
             query.order_by(Job.created_at.desc(), Job.id).limit(limit).offset(offset)

@@ -113,12 +113,16 @@ def predict(
     model_version = resolve_version(runtime, name, version=version, alias=alias)
     frame = check_rows(model_version.feature_schema, body.as_rows())
     pipeline = cache.get(model_version)
+    # Preprocess once for both calls: Pipeline.predict and .predict_proba would each run
+    # every transformer again, which is most of the cost of a small request.
+    features = pipeline[:-1].transform(frame)
+    estimator = pipeline[-1]
     result: dict[str, Any] = {
         "model": name,
         "version": model_version.version,
-        "predictions": pipeline.predict(frame).tolist(),
+        "predictions": estimator.predict(features).tolist(),
     }
-    if model_version.task == "classification" and hasattr(pipeline, "predict_proba"):
+    if model_version.task == "classification" and hasattr(estimator, "predict_proba"):
         result["classes"] = model_version.classes
-        result["probabilities"] = pipeline.predict_proba(frame).tolist()
+        result["probabilities"] = estimator.predict_proba(features).tolist()
     return result

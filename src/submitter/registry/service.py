@@ -96,7 +96,7 @@ def register_version(
 
 
 def list_models(runtime: Runtime) -> list[dict[str, Any]]:
-    with runtime.sessions() as session:
+    with runtime.reads() as session:
         latest = dict(
             session.execute(
                 select(ModelVersion.model_name, func.max(ModelVersion.version)).group_by(
@@ -141,7 +141,7 @@ def list_versions(runtime: Runtime, name: str) -> list[ModelVersion]:
 
 
 def get_version(runtime: Runtime, name: str, version: int) -> ModelVersion:
-    with runtime.sessions() as session:
+    with runtime.reads() as session:
         found = session.scalars(
             select(ModelVersion).where(
                 ModelVersion.model_name == name, ModelVersion.version == version
@@ -170,23 +170,27 @@ def set_alias(runtime: Runtime, name: str, alias: str, version: int) -> dict[str
 def resolve_version(
     runtime: Runtime, name: str, *, version: int | None = None, alias: str | None = None
 ) -> ModelVersion:
-    """The version to serve: `version`, else `alias`, else `production`, else the latest."""
-    if version is not None:
-        return get_version(runtime, name, version)
-    target: int | None
-    with runtime.sessions() as session:
-        if alias is not None:
-            row = session.get(ModelAlias, (name, alias))
-            if row is None:
-                raise ModelNotFound(f"model {name!r} has no alias {alias!r}")
-            target = row.version
-        else:
-            default = session.get(ModelAlias, (name, DEFAULT_ALIAS))
-            target = default.version if default is not None else None
-            if target is None:
-                target = session.scalar(
-                    select(func.max(ModelVersion.version)).where(ModelVersion.model_name == name)
+    """The version to serve: `version`, else `alias`, else `production`, else the latest.
+
+    One read-only session, since every prediction request runs this.
+    """
+    with runtime.reads() as session:
+        if version is None:
+            wanted = alias or DEFAULT_ALIAS
+            version = session.scalar(
+                select(ModelAlias.version).where(
+                    ModelAlias.model_name == name, ModelAlias.alias == wanted
                 )
-            if target is None:
-                raise ModelNotFound(f"no model named {name!r}")
-    return get_version(runtime, name, target)
+            )
+            if version is None and alias is not None:
+                raise ModelNotFound(f"model {name!r} has no alias {alias!r}")
+        query = select(ModelVersion).where(ModelVersion.model_name == name)
+        if version is None:
+            query = query.order_by(ModelVersion.version.desc()).limit(1)
+        else:
+            query = query.where(ModelVersion.version == version)
+        found = session.scalars(query).first()
+    if found is None:
+        detail = f"no version {version}" if version is not None else "no versions"
+        raise ModelNotFound(f"model {name!r} has {detail}")
+    return found
