@@ -36,11 +36,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import math
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -62,6 +60,8 @@ BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR))
 
 import _raw_celery_app as raw  # noqa: E402
+from _common import BenchError, clean_env, free_port, log, percentile  # noqa: E402
+from _common import signal_group as _signal_group  # noqa: E402
 
 from submitter.db.models import Job  # noqa: E402
 
@@ -71,10 +71,6 @@ RAW_QUEUE = "bench_raw"
 GOAL_RATIO = 0.5
 POLL_SECONDS = 0.1
 START_TIMEOUT = 60.0
-
-
-class BenchError(Exception):
-    """The benchmark could not run or finish; the message says why."""
 
 
 # --------------------------------------------------------------------------- results
@@ -108,13 +104,6 @@ class Row:
         return (
             None if self.raw is None else self.submitter.jobs_per_second / self.raw.jobs_per_second
         )
-
-
-def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile, q in 0..100."""
-    ordered = sorted(values)
-    index = max(0, min(len(ordered) - 1, math.ceil(q / 100 * len(ordered)) - 1))
-    return ordered[index]
 
 
 # --------------------------------------------------------------------------- processes
@@ -160,11 +149,6 @@ class Processes:
             self.stop(name)
 
 
-def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, sig)
-
-
 def wait_until(
     condition: Callable[[], bool],
     timeout: float,
@@ -180,19 +164,6 @@ def wait_until(
             tails = "".join(f"\n--- {n} log:\n{processes.tail(n)}" for n in processes.running)
             raise BenchError(f"timed out after {timeout:.0f} s waiting for {described}{tails}")
         time.sleep(POLL_SECONDS)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    """This process's environment without any SUBMITTER_* setting, plus `extra`."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SUBMITTER_")}
-    env.update(extra)
-    return env
 
 
 def submit_all(count: int, threads: int, submit_one: Callable[[int], Any]) -> tuple[float, float]:
@@ -437,10 +408,6 @@ def submitter_env(home: Path, **settings: str) -> dict[str, str]:
 
 
 # --------------------------------------------------------------------------- report
-
-
-def log(message: str) -> None:
-    print(f"[bench] {message}", file=sys.stderr, flush=True)
 
 
 def print_report(rows: list[Row], args: argparse.Namespace) -> None:

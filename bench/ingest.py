@@ -39,12 +39,10 @@ import argparse
 import contextlib
 import datetime as dt
 import json
-import math
 import os
 import random
 import secrets
 import signal
-import socket
 import string
 import subprocess
 import sys
@@ -58,6 +56,8 @@ from typing import Any
 import httpx
 import pyarrow as pa
 import pyarrow.compute as pc
+from _common import BenchError, clean_env, free_port, log, percentile
+from _common import signal_group as _signal_group
 
 from submitter.client import ApiError, Client
 
@@ -70,14 +70,6 @@ CHUNK_ROWS = 100_000
 START_TIMEOUT = 60.0
 STEP_TIMEOUT = 900.0
 DATASET_NAME = "bench-ingest"
-
-
-class BenchError(Exception):
-    """The benchmark could not run or finish; the message says why."""
-
-
-def log(message: str) -> None:
-    print(f"[bench] {message}", file=sys.stderr, flush=True)
 
 
 # --------------------------------------------------------------------------- the CSV
@@ -180,19 +172,6 @@ def _chunk_lines(start: int, count: int, seed: int, tags: pa.Array, notes: pa.Ar
 # --------------------------------------------------------------------------- the API process
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    """This process's environment without any SUBMITTER_* setting, plus `extra`."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SUBMITTER_")}
-    env.update(extra)
-    return env
-
-
 class ApiServer:
     """`submitter api` on the embedded default in `home`, in its own process group."""
 
@@ -256,11 +235,6 @@ class ApiServer:
         except subprocess.TimeoutExpired:
             _signal_group(proc, signal.SIGKILL)
             proc.wait()
-
-
-def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, sig)
 
 
 def check_serving_process(pid: int, port: int) -> None:
@@ -468,13 +442,6 @@ def run_aggregates(client: Client, ref: str, count: int) -> Aggregates:
 
 
 # --------------------------------------------------------------------------- report
-
-
-def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile, q in 0..100."""
-    ordered = sorted(values)
-    index = max(0, min(len(ordered) - 1, math.ceil(q / 100 * len(ordered)) - 1))
-    return ordered[index]
 
 
 def _met(ok: bool) -> str:

@@ -38,13 +38,11 @@ temp files are removed on exit (the PyCaret venv stays, to be reused).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
 import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -52,6 +50,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from _common import BenchError, clean_env, free_port, log
+from _common import signal_group as _signal_group
 
 from submitter.client import Client
 
@@ -70,14 +71,6 @@ GOAL_AUC = 0.785
 GOAL_WALL_RATIO = 0.25
 START_TIMEOUT = 90.0
 RESULT_MARKER = "BENCH_RESULT "
-
-
-class BenchError(Exception):
-    """The benchmark could not run or finish; the message says why."""
-
-
-def log(message: str) -> None:
-    print(f"[bench] {message}", file=sys.stderr, flush=True)
 
 
 def load_average() -> str:
@@ -155,24 +148,6 @@ class Processes:
     def stop_all(self) -> None:
         for name in list(self.running):
             self.stop(name)
-
-
-def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, sig)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    """This process's environment without any SUBMITTER_* setting, plus `extra`."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SUBMITTER_")}
-    env.update(extra)
-    return env
 
 
 # --------------------------------------------------------------------------- results
