@@ -84,6 +84,11 @@ def worker(
         from submitter.db.migrate import upgrade
 
         upgrade(settings)
+    queue_list = (queues or ",".join(settings.queues)).split(",")
+    if "train" in queue_list:
+        # Import the ML stack once here: pool processes fork with it loaded, instead of
+        # the first training of each spending ~4 s importing (bench/train_credit.py).
+        import submitter.ml  # noqa: F401
     runtime = Runtime(settings)
     celery = runtime.celery
     celery.submitter_runtime = runtime  # type: ignore[attr-defined]
