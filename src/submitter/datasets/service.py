@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow.fs
+import pyarrow.parquet as pq
 from sqlalchemy import Connection, delete, func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -181,6 +182,15 @@ def parquet_source(runtime: Runtime, dataset: Dataset) -> Path | tuple[pyarrow.f
         return local
     filesystem, base = runtime.store.pyarrow_filesystem()
     return filesystem, f"{base.rstrip('/')}/{dataset.storage_key}"
+
+
+def open_parquet(runtime: Runtime, dataset: Dataset) -> pq.ParquetFile:
+    """The dataset's Parquet file, opened in place (local path or S3) for batch or column reads."""
+    source = parquet_source(runtime, dataset)
+    if isinstance(source, tuple):
+        filesystem, path = source
+        return pq.ParquetFile(path, filesystem=filesystem)
+    return pq.ParquetFile(source)
 
 
 def resolve_spec_datasets(

@@ -12,7 +12,6 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field
 
 from submitter.jobs.context import JobContext
@@ -51,16 +50,11 @@ def _summary(column: pa.ChunkedArray) -> dict[str, Any]:
 
 
 def run(spec: DescribeSpec, ctx: JobContext) -> dict[str, Any]:
-    from submitter.datasets.service import parquet_source, resolve
+    from submitter.datasets.service import open_parquet, resolve
 
     dataset = resolve(ctx.runtime, spec.dataset)
-    source = parquet_source(ctx.runtime, dataset)
     ctx.log(f"describing {dataset.name}@{dataset.version} ({dataset.row_count} rows)")
-    if isinstance(source, tuple):
-        filesystem, path = source
-        parquet = pq.ParquetFile(path, filesystem=filesystem)
-    else:
-        parquet = pq.ParquetFile(source)
+    parquet = open_parquet(ctx.runtime, dataset)
     names = parquet.schema_arrow.names
     columns: dict[str, Any] = {}
     for index, name in enumerate(names):

@@ -38,7 +38,7 @@ class PredictSpec(BaseModel):
 
 
 def run(spec: PredictSpec, ctx: JobContext) -> dict[str, Any]:
-    from submitter.datasets.service import create, parquet_source, resolve, validate_name
+    from submitter.datasets.service import create, open_parquet, resolve, validate_name
     from submitter.ml import check_rows
     from submitter.registry.predictors import load_version
     from submitter.registry.service import resolve_version
@@ -48,12 +48,7 @@ def run(spec: PredictSpec, ctx: JobContext) -> dict[str, Any]:
     dataset = resolve(runtime, spec.dataset)
     output_name = validate_name(spec.output_name or f"{dataset.name}-predictions")
     pipeline = load_version(runtime, model)
-    source = parquet_source(runtime, dataset)
-    parquet = (
-        pq.ParquetFile(source[1], filesystem=source[0])
-        if isinstance(source, tuple)
-        else pq.ParquetFile(source)
-    )
+    parquet = open_parquet(runtime, dataset)
     ctx.log(f"{spec.model_name} v{model.version} over {dataset.name}@{dataset.version}")
     classes = [str(c) for c in (model.classes or [])]
     probabilities = model.task == "classification" and hasattr(pipeline, "predict_proba")

@@ -14,7 +14,6 @@ import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
-import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from submitter.jobs.context import JobCancelled, JobContext
@@ -73,18 +72,14 @@ def _json_safe(value: Any) -> Any:
 
 
 def run(spec: TrainSpec, ctx: JobContext) -> dict[str, Any]:
-    from submitter.datasets.service import parquet_source, resolve
+    from submitter.datasets.service import open_parquet, resolve
     from submitter.locks import LockWaitStopped, exclusive
     from submitter.ml import TrainingStopped, save, train
     from submitter.registry.service import register_version
 
     runtime = ctx.runtime
     dataset = resolve(runtime, spec.dataset)
-    source = parquet_source(runtime, dataset)
-    if isinstance(source, tuple):
-        table = pq.read_table(source[1], filesystem=source[0])
-    else:
-        table = pq.read_table(source)
+    table = open_parquet(runtime, dataset).read()
     if spec.target not in table.column_names:
         raise ValueError(
             f"target {spec.target!r} is not a column of {dataset.name}@{dataset.version}; "
