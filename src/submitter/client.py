@@ -222,6 +222,14 @@ class Client:
         )
         return JobHandle(self, job["id"])
 
+    def clusters(self) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = self._request("GET", "/api/v1/clusters")["items"]
+        return items
+
+    def check_cluster(self, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._request("POST", f"/api/v1/clusters/{name}/check")
+        return result
+
     def models(self) -> list[dict[str, Any]]:
         page = self._request("GET", "/api/v1/models")
         items: list[dict[str, Any]] = page["items"]

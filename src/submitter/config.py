@@ -20,6 +20,8 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from submitter.hpc.clusters import ClusterConfig
+
 #: Built-in maintenance tasks, in the order their intervals appear in `SUBMITTER_SCHEDULER_TIMES`.
 MAINTENANCE_TASKS = ("reconcile", "hpc_monitor")
 DEFAULT_SCHEDULER_TIMES = "10|30"
@@ -101,7 +103,9 @@ class Settings(BaseSettings):
     worker_queues: str = "default,train,hpc"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["auto", "json", "console"] = "auto"
-    clusters: list[dict[str, Any]] = Field(default_factory=list)
+    clusters: list[ClusterConfig] = Field(
+        default_factory=list, description="SLURM clusters (YAML only; see submitter.hpc)."
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -129,6 +133,14 @@ class Settings(BaseSettings):
     @classmethod
     def _check_scheduler_times(cls, value: str) -> str:
         parse_scheduler_times(value)
+        return value
+
+    @field_validator("clusters")
+    @classmethod
+    def _unique_clusters(cls, value: list[ClusterConfig]) -> list[ClusterConfig]:
+        names = [c.name for c in value]
+        if len(set(names)) != len(names):
+            raise ValueError(f"cluster names must be unique, got {names}")
         return value
 
     @field_validator("database_url", "broker_url", "redis_url")

@@ -12,12 +12,13 @@ from fastapi.responses import JSONResponse
 
 from submitter import __version__
 from submitter.api.metrics import Metrics, MetricsMiddleware
-from submitter.api.routes import datasets, health, jobs, models
+from submitter.api.routes import clusters, datasets, health, jobs, models
 from submitter.api.uploads import BadUpload, UploadTooLarge
 from submitter.config import Settings, get_settings
 from submitter.datasets.errors import QueryError
 from submitter.datasets.service import DatasetInUse, DatasetNotFound, InvalidDataset
 from submitter.db.migrate import upgrade
+from submitter.hpc.clusters import UnknownCluster
 from submitter.jobs.artifacts import ArtifactNotFound
 from submitter.jobs.service import InvalidJob, JobConflict, JobNotFound
 from submitter.registry.predictors import PredictorCache
@@ -50,6 +51,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(jobs.router)
     app.include_router(datasets.router)
     app.include_router(models.router)
+    app.include_router(clusters.router)
     _add_error_handlers(app)
     return app
 
@@ -75,6 +77,8 @@ def _add_error_handlers(app: FastAPI) -> None:
         (JobConflict, 409),
         (DatasetInUse, 409),
         (ModelNotFound, 404),
+        (UnknownCluster, 404),
+        (clusters.ClusterCheckFailed, 502),
     ):
         app.add_exception_handler(error_type, detail(status_code))
 

@@ -19,6 +19,27 @@ class JobCancelled(Exception):
     """Raised inside a run function when its job was cancelled; the runner expects it."""
 
 
+class HandedOff(Exception):
+    """Raised by a run function whose work continues elsewhere (a SLURM job on a cluster).
+
+    The runner releases the job, still `running` in `phase`, with no worker and no lease:
+    something else (the HPC monitor) follows it and hands it back to a worker (phase
+    `collecting`), which runs the kind's function again with `external_id` set.
+    """
+
+    def __init__(self, phase: str) -> None:
+        super().__init__(phase)
+        self.phase = phase
+
+
+class JobFailed(Exception):
+    """A failure with a result worth keeping (e.g. the accounting of a failed SLURM job)."""
+
+    def __init__(self, message: str, result: object = None) -> None:
+        super().__init__(message)
+        self.result = result
+
+
 @dataclass
 class JobContext:
     """Handed to a kind's run function.
@@ -35,6 +56,9 @@ class JobContext:
     workdir: Path
     runtime: Runtime
     cancelled: threading.Event = field(default_factory=threading.Event)
+    #: The job's id on an external system (a SLURM job id), set by an earlier run.
+    external_id: str | None = None
+    record_external_id: Callable[[str], bool] = lambda _: False
 
     def log(self, message: str, level: str = "INFO") -> None:
         """Add a line to the job's log (shown by `submitter jobs logs`)."""
@@ -48,6 +72,15 @@ class JobContext:
         if fraction is not None:
             fraction = min(1.0, max(0.0, fraction))
         self.report_progress(fraction, message, phase)
+
+    def set_external_id(self, external_id: str) -> bool:
+        """Record the external id *now* (committed); False if the job is no longer ours.
+
+        Committed before anything else happens so that a worker dying right after
+        `sbatch` leaves a job that is resumed, not submitted twice.
+        """
+        self.external_id = external_id
+        return self.record_external_id(external_id)
 
     def check_cancelled(self) -> None:
         if self.cancelled.is_set():

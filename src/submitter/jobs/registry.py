@@ -28,6 +28,9 @@ class JobKind:
     queue: str = "default"
     description: str = ""
     dataset_fields: tuple[str, ...] = ()
+    #: For references nested deeper than a field: `(runtime, connection, spec)` →
+    #: `(spec, dataset ids, pydantic-style errors)`, run in the submit transaction.
+    resolve_spec: Callable[[Any, Any, dict[str, Any]], Any] | None = None
 
 
 class UnknownKind(LookupError):
@@ -39,9 +42,10 @@ class UnknownKind(LookupError):
 def all_kinds() -> dict[str, JobKind]:
     # Imported here so that adding a kind is one line and nothing imports kinds at start-up
     # that does not need them.
-    from submitter.jobs import describe, echo, predict, train
+    from submitter.jobs import describe, echo, predict, slurm, train
 
-    return {kind.name: kind for kind in (echo.KIND, describe.KIND, train.KIND, predict.KIND)}
+    kinds = (echo.KIND, describe.KIND, train.KIND, predict.KIND, slurm.KIND)
+    return {kind.name: kind for kind in kinds}
 
 
 def get_kind(name: str) -> JobKind:

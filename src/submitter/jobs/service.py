@@ -96,7 +96,8 @@ def submit(
     The same `idempotency_key` from the same owner returns the first job (created=False).
     """
     queue, normalised = validate_request(kind, spec)
-    dataset_fields = get_kind(kind).dataset_fields
+    job_kind = get_kind(kind)
+    dataset_fields = job_kind.dataset_fields
     depends_on = list(dict.fromkeys(depends_on or []))
     if idempotency_key is not None:
         existing = _find_idempotent(runtime, owner, idempotency_key)
@@ -113,6 +114,13 @@ def submit(
                 )
                 if errors:
                     raise InvalidJob(errors)
+            if job_kind.resolve_spec is not None:
+                normalised, more_ids, errors = job_kind.resolve_spec(
+                    runtime, connection, normalised
+                )
+                if errors:
+                    raise InvalidJob(errors)
+                dataset_ids += more_ids
             dep_states = dependency_states(connection, depends_on)
             missing = [d for d in depends_on if d not in dep_states]
             if missing:

@@ -16,6 +16,7 @@ from celery import Celery
 from kombu import Exchange, Queue
 
 from submitter.config import Settings
+from submitter.worker.dispatch import HPC_MONITOR_TASK
 from submitter.worker.sqlite_broker import broker_url
 
 QUEUES = ("default", "train", "hpc")
@@ -56,6 +57,11 @@ def create_celery_app(settings: Settings) -> Celery:
                 "task": "submitter.reconcile",
                 "schedule": timedelta(seconds=intervals["reconcile"]),
                 "options": {"queue": "default", "expires": intervals["reconcile"]},
+            },
+            "submitter-hpc-monitor": {
+                "task": HPC_MONITOR_TASK,
+                "schedule": timedelta(seconds=intervals["hpc_monitor"]),
+                "options": {"queue": "hpc", "expires": intervals["hpc_monitor"]},
             },
         },
     )

@@ -4,10 +4,11 @@ Two differences from Celery's default (PersistentScheduler):
 
 - The schedule is kept in memory: no `celerybeat-schedule` shelve (a pickle file) on disk.
   The built-in entries are intervals; after a restart they simply start counting again.
-- Maintenance tasks (the reconciler) run *here*, in the beat process, instead of being sent
-  to a worker. A reconciler queued behind hours of training jobs, or with every worker dead,
-  would recover nothing; beat runs where the clock is and needs only the database and the
-  broker. Other entries (user schedules, later) are sent to workers as usual.
+- Maintenance tasks (the reconciler, the HPC monitor) run *here*, in the beat process,
+  instead of being sent to a worker. A reconciler queued behind hours of training jobs, or
+  with every worker dead, would recover nothing; beat runs where the clock is and needs only
+  the database and the broker (and, for the monitor, the clusters). Other entries (user
+  schedules, later) are sent to workers as usual.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 from celery import beat
 
 from submitter.runtime import Runtime
-from submitter.worker.dispatch import RECONCILE_TASK
+from submitter.worker.dispatch import HPC_MONITOR_TASK, RECONCILE_TASK
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +31,16 @@ def _reconcile(runtime: Runtime) -> None:
     reconcile(runtime)
 
 
-IN_BEAT: dict[str, Callable[[Runtime], None]] = {RECONCILE_TASK: _reconcile}
+def _hpc_monitor(runtime: Runtime) -> None:
+    from submitter.hpc.monitor import poll_clusters
+
+    poll_clusters(runtime)
+
+
+IN_BEAT: dict[str, Callable[[Runtime], None]] = {
+    RECONCILE_TASK: _reconcile,
+    HPC_MONITOR_TASK: _hpc_monitor,
+}
 
 
 class Scheduler(beat.Scheduler):

@@ -41,7 +41,7 @@ from sqlalchemy.orm import aliased
 from submitter.db.models import Artifact, Job, JobDependency, JobLog
 from submitter.db.types import JSONType, UTCDateTime, utcnow
 from submitter.jobs.artifacts import artifact_key
-from submitter.jobs.context import JobCancelled, JobContext
+from submitter.jobs.context import HandedOff, JobCancelled, JobContext, JobFailed
 from submitter.jobs.registry import get_kind
 from submitter.jobs.service import resolve_waiting
 from submitter.jobs.states import JobState
@@ -77,7 +77,34 @@ _CLAIM = (
         worker=bindparam("p_worker"),
         error=None,
     )
-    .returning(Job.kind, Job.spec, Job.attempts)
+    .returning(Job.kind, Job.spec, Job.attempts, Job.external_id)
+)
+# A job handed off to an external system (HandedOff) comes back with phase `collecting`,
+# still `running`, with no run token: a worker takes it over with a fresh token and lease.
+_RESUME = (
+    update(Job)
+    .where(
+        Job.id == bindparam("p_job_id"),
+        Job.state == JobState.running,
+        Job.run_token.is_(None),
+        Job.phase == "collecting",
+    )
+    .values(
+        lease_expires_at=bindparam("p_lease", type_=UTCDateTime()),
+        run_token=bindparam("p_token"),
+        worker=bindparam("p_worker"),
+    )
+    .returning(Job.kind, Job.spec, Job.attempts, Job.external_id)
+)
+_HANDOFF = (
+    update(Job)
+    .where(_OURS, Job.state == JobState.running)
+    .values(run_token=None, lease_expires_at=None, phase=bindparam("p_phase"))
+)
+_EXTERNAL_ID = (
+    update(Job)
+    .where(_OURS, Job.state == JobState.running)
+    .values(external_id=bindparam("p_external_id"), phase="submitted")
 )
 _RENEW = (
     update(Job)
@@ -99,6 +126,7 @@ _FINISH = {
     ),
     JobState.failed: _FINISHED.values(
         state=JobState.failed,
+        result=bindparam("p_result", type_=JSONType),
         error=bindparam("p_error"),
         message=bindparam("p_error"),
         **_FINISH_COMMON,
@@ -120,11 +148,11 @@ def run_job(runtime: Runtime, job_id: str, worker_name: str, *, in_pool_child: b
     if claimed is None:
         logger.info("message for job %s dropped: not claimable (duplicate or not ready)", job_id)
         return "dropped"
-    kind_name, spec, attempt = claimed
+    kind_name, spec, attempt, external_id = claimed
     reset = job_id_var.set(job_id)
     try:
         outcome, dependents = _execute(
-            runtime, job_id, token, kind_name, spec, attempt, in_pool_child
+            runtime, job_id, token, kind_name, spec, attempt, external_id, in_pool_child
         )
     finally:
         job_id_var.reset(reset)
@@ -135,7 +163,7 @@ def run_job(runtime: Runtime, job_id: str, worker_name: str, *, in_pool_child: b
 
 def _claim(
     runtime: Runtime, job_id: str, token: str, worker_name: str
-) -> tuple[str, dict[str, Any], int] | None:
+) -> tuple[str, dict[str, Any], int, str | None] | None:
     now = utcnow()
     params = {
         "p_job_id": job_id,
@@ -146,11 +174,16 @@ def _claim(
     }
     with runtime.engine.begin() as connection:
         row = connection.execute(_CLAIM, params).one_or_none()
+        verb = "started"
+        if row is None:
+            # Not claimable as a new run; maybe a handed-off job coming back (rare path).
+            row = connection.execute(_RESUME, params).one_or_none()
+            verb = "resumed"
         if row is None:
             return None
-        kind, spec, attempt = row
-        _write_log(connection, job_id, [("INFO", f"started on {worker_name} (attempt {attempt})")])
-        return kind, dict(spec), attempt
+        kind, spec, attempt, external_id = row
+        _write_log(connection, job_id, [("INFO", f"{verb} on {worker_name} (attempt {attempt})")])
+        return kind, dict(spec), attempt, external_id
 
 
 def _execute(
@@ -160,6 +193,7 @@ def _execute(
     kind_name: str,
     spec: dict[str, Any],
     attempt: int,
+    external_id: str | None,
     in_pool_child: bool,
 ) -> tuple[str, list[str]]:
     pending = PendingWrites()
@@ -171,6 +205,8 @@ def _execute(
         report_progress=pending.set_progress,
         workdir=workdir,
         runtime=runtime,
+        external_id=external_id,
+        record_external_id=lambda value: _record_external_id(runtime, job_id, token, value),
     )
     heartbeat = Heartbeat(
         runtime, job_id, token, context.cancelled, pending, kill_on_stuck=in_pool_child
@@ -178,6 +214,7 @@ def _execute(
     heartbeat.start()
     result: Any = None
     error: str | None = None
+    handed_off: str | None = None
     try:
         kind = get_kind(kind_name)
         result = kind.run(kind.spec_model.model_validate(spec), context)
@@ -185,6 +222,11 @@ def _execute(
         state = JobState.succeeded
     except JobCancelled:
         state = JobState.cancelled
+    except HandedOff as handoff:
+        state, handed_off = JobState.running, handoff.phase
+    except JobFailed as failure:
+        state, error, result = JobState.failed, str(failure)[:2000], failure.result
+        logger.warning("job %s failed: %s", job_id, error)
     except Exception as exc:
         state = JobState.failed
         error = f"{type(exc).__name__}: {exc}"[:2000]
@@ -193,6 +235,9 @@ def _execute(
     finally:
         heartbeat.stop()
         heartbeat.join()
+    if handed_off is not None:
+        shutil.rmtree(workdir, ignore_errors=True)
+        return _hand_off(runtime, job_id, token, handed_off, pending)
     try:
         artifacts = (
             [] if state == JobState.cancelled else _upload_artifacts(runtime, job_id, workdir)
@@ -203,6 +248,24 @@ def _execute(
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return _finish(runtime, job_id, token, state, result, error, pending, artifacts)
+
+
+def _record_external_id(runtime: Runtime, job_id: str, token: str, external_id: str) -> bool:
+    with runtime.engine.begin() as connection:
+        params = {"p_job_id": job_id, "p_token": token, "p_external_id": external_id}
+        return bool(connection.execute(_EXTERNAL_ID, params).rowcount)
+
+
+def _hand_off(
+    runtime: Runtime, job_id: str, token: str, phase: str, pending: PendingWrites
+) -> tuple[str, list[str]]:
+    """Release a job whose work goes on elsewhere: still running, no worker, no lease."""
+    lines, _ = pending.take()
+    with runtime.engine.begin() as connection:
+        params = {"p_job_id": job_id, "p_token": token, "p_phase": phase}
+        released = connection.execute(_HANDOFF, params).rowcount
+        _write_log(connection, job_id, lines)
+    return ("handed off" if released else "superseded"), []
 
 
 def _upload_artifacts(runtime: Runtime, job_id: str, workdir: Path) -> list[dict[str, Any]]:
@@ -242,6 +305,7 @@ def _finish(
         params["p_result"] = result
     elif state == JobState.failed:
         params["p_error"] = error
+        params["p_result"] = result
     lines, _ = pending.take()
     with runtime.engine.begin() as connection:
         recorded = connection.execute(_FINISH[state], params).rowcount

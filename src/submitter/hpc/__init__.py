@@ -1,0 +1,1 @@
+"""HPC: SLURM clusters reached over SSH (or on this host), job staging and monitoring."""

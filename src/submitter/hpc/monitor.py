@@ -1,0 +1,251 @@
+"""The HPC monitor: follows every handed-off SLURM job, one poll per interval, in beat.
+
+Per cluster and poll: one `scancel` for jobs cancelled in Submitter, one `squeue` for all
+jobs it follows; jobs that left squeue are confirmed with one sacct (or scontrol/jobcomp)
+call before they are called finished. A finished job is handed back to a worker (phase
+`collecting`) — collection moves files and must not block the monitor. All connections
+come from the process's pool, so a poll reuses one SSH session per cluster.
+
+Every change is a conditional update on (state running, no run token, the same SLURM id):
+a job cancelled or taken over meanwhile is left alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from sqlalchemy import select, update
+
+from submitter.db.models import Job
+from submitter.db.session import rows_changed
+from submitter.db.types import utcnow
+from submitter.hpc import slurm
+from submitter.hpc.accounting import AccountingLookup
+from submitter.hpc.clusters import ClusterConfig, ClusterError
+from submitter.hpc.pool import POOL, ClusterPool
+from submitter.jobs.service import add_log
+from submitter.jobs.states import JobState
+from submitter.runtime import Runtime
+
+logger = logging.getLogger(__name__)
+
+FOLLOWED_PHASES = ("submitted", "pending", "running")
+KIND = "slurm"
+
+
+@dataclass
+class ClusterPoll:
+    """What one poll did on one cluster (bench/hpc_monitor.py reports these)."""
+
+    followed: int = 0
+    commands: dict[str, int] = field(default_factory=dict)
+    connections_opened: int = 0
+    finished: list[str] = field(default_factory=list)
+    cancelled: int = 0
+    error: str | None = None
+    seconds: float = 0.0
+
+
+@dataclass
+class MonitorReport:
+    clusters: dict[str, ClusterPoll] = field(default_factory=dict)
+
+
+class Monitor:
+    def __init__(self, runtime: Runtime, pool: ClusterPool = POOL) -> None:
+        self.runtime = runtime
+        self.pool = pool
+        self.accounting = AccountingLookup(pool)
+
+    def poll(self) -> MonitorReport:
+        report = MonitorReport()
+        clusters = {c.name: c for c in self.runtime.settings.clusters}
+        if not clusters:
+            return report
+        followed, to_cancel = self._jobs()
+        for name in sorted(set(followed) | set(to_cancel)):
+            cluster = clusters.get(name)
+            if cluster is None:
+                logger.warning("jobs name cluster %s, which is no longer configured", name)
+                continue
+            report.clusters[name] = self._poll_cluster(
+                cluster, followed.get(name, {}), to_cancel.get(name, {})
+            )
+        return report
+
+    def _jobs(self) -> tuple[dict[str, dict[str, tuple[str, str]]], dict[str, dict[str, str]]]:
+        """Followed jobs {cluster: {slurm id: (job id, phase)}}, and those to scancel."""
+        followed: dict[str, dict[str, tuple[str, str]]] = defaultdict(dict)
+        to_cancel: dict[str, dict[str, str]] = defaultdict(dict)
+        with self.runtime.reads() as session:
+            rows = session.execute(
+                select(Job.id, Job.state, Job.phase, Job.external_id, Job.spec).where(
+                    Job.kind == KIND,
+                    Job.external_id.is_not(None),
+                    Job.phase.in_([*FOLLOWED_PHASES, "collecting"]),
+                    Job.state.in_([JobState.running, JobState.cancelled]),
+                    Job.run_token.is_(None),
+                )
+            ).all()
+        for job_id, state, phase, external_id, spec in rows:
+            cluster = str(spec.get("cluster"))
+            if state == JobState.cancelled:
+                to_cancel[cluster][external_id] = job_id
+            elif phase in FOLLOWED_PHASES:
+                followed[cluster][external_id] = (job_id, phase)
+        return followed, to_cancel
+
+    def _poll_cluster(
+        self,
+        cluster: ClusterConfig,
+        followed: dict[str, tuple[str, str]],
+        to_cancel: dict[str, str],
+    ) -> ClusterPoll:
+        started = time.monotonic()
+        commands_before = {k: v for k, v in self.pool.commands.items() if k[0] == cluster.name}
+        connections_before = self.pool.connections_opened[cluster.name]
+        result = ClusterPoll(followed=len(followed))
+        try:
+            if to_cancel:
+                self._scancel(cluster, to_cancel)
+                result.cancelled = len(to_cancel)
+            if followed:
+                result.finished = self._follow(cluster, followed)
+        except ClusterError as error:
+            result.error = str(error)
+            logger.warning("monitoring cluster %s failed: %s", cluster.name, error)
+        result.commands = {
+            program: count - commands_before.get((name, program), 0)
+            for (name, program), count in self.pool.commands.items()
+            if name == cluster.name and count - commands_before.get((name, program), 0)
+        }
+        result.connections_opened = self.pool.connections_opened[cluster.name] - connections_before
+        result.seconds = time.monotonic() - started
+        return result
+
+    def _scancel(self, cluster: ClusterConfig, to_cancel: dict[str, str]) -> None:
+        done = self.pool.run(cluster, slurm.scancel_argv(sorted(to_cancel)))
+        if not done.ok:  # jobs that already ended make scancel complain; that is fine
+            logger.info("scancel on %s: %s", cluster.name, done.stderr.strip())
+        with self.runtime.transaction() as session:
+            for slurm_id, job_id in to_cancel.items():
+                session.execute(
+                    update(Job)
+                    .where(
+                        Job.id == job_id,
+                        Job.state == JobState.cancelled,
+                        Job.external_id == slurm_id,
+                    )
+                    .values(phase=None)
+                )
+                add_log(session, job_id, f"scancel {slurm_id} on {cluster.name}")
+
+    def _follow(self, cluster: ClusterConfig, followed: dict[str, tuple[str, str]]) -> list[str]:
+        done = self.pool.run(cluster, slurm.squeue_argv(sorted(followed, key=int)))
+        if not done.ok and "invalid job id" not in done.stderr.lower():
+            done.check()  # squeue is down: change nothing, try again next poll
+        states = slurm.parse_squeue(done.stdout) if done.ok else {}
+        phases: dict[str, str] = {}
+        finished: dict[str, str] = {}
+        vanished = [slurm_id for slurm_id in followed if slurm_id not in states]
+        for slurm_id, (state, _reason) in states.items():
+            if slurm_id not in followed:
+                continue
+            phase = slurm.phase_of(state)
+            if phase == "finished":
+                finished[slurm_id] = slurm.base_state(state)
+            else:
+                phases[slurm_id] = phase
+        if vanished:
+            # Gone from squeue: only a record of its end (sacct, scontrol, jobcomp) says it
+            # finished; without one it stays followed (squeue may have answered partially).
+            known = self.accounting.lookup(cluster, vanished)
+            for slurm_id in vanished:
+                record = known.get(slurm_id)
+                if record is not None and slurm.phase_of(record.state) == "finished":
+                    finished[slurm_id] = record.state
+                elif record is None:
+                    logger.warning(
+                        "SLURM job %s on %s left squeue and has no record yet",
+                        slurm_id,
+                        cluster.name,
+                    )
+        self._record(followed, phases, finished)
+        return sorted(finished.values())
+
+    def _record(
+        self,
+        followed: dict[str, tuple[str, str]],
+        phases: dict[str, str],
+        finished: dict[str, str],
+    ) -> None:
+        changed = {s: p for s, p in phases.items() if followed[s][1] != p}
+        if not changed and not finished:
+            return
+        now = utcnow()
+        # A worker must pick a finished job up within this; else the reconciler re-sends it.
+        lease = now + timedelta(seconds=self.runtime.settings.requeue_after_seconds)
+        handed_back: list[tuple[str, str]] = []
+        with self.runtime.transaction() as session:
+            for slurm_id, phase in changed.items():
+                job_id = followed[slurm_id][0]
+                session.execute(self._still_followed(job_id, slurm_id).values(phase=phase))
+                if phase == "running":
+                    add_log(session, job_id, f"SLURM job {slurm_id} is running")
+            for slurm_id, state in finished.items():
+                job_id = followed[slurm_id][0]
+                moved = rows_changed(
+                    session,
+                    self._still_followed(job_id, slurm_id).values(
+                        phase="collecting",
+                        message=f"SLURM job {slurm_id} ended {state}; collecting",
+                        lease_expires_at=lease,
+                    ),
+                )
+                if moved:
+                    add_log(session, job_id, f"SLURM job {slurm_id} ended {state}")
+                    handed_back.append((job_id, "hpc"))
+        from submitter.worker.dispatch import send_job
+
+        for job_id, queue in handed_back:
+            try:
+                send_job(self.runtime.celery, job_id, queue)
+            except Exception as error:  # the reconciler re-sends when the lease expires
+                logger.warning("could not hand job %s back to a worker: %s", job_id, error)
+
+    @staticmethod
+    def _still_followed(job_id: str, slurm_id: str):  # type: ignore[no-untyped-def]
+        return update(Job).where(
+            Job.id == job_id,
+            Job.state == JobState.running,
+            Job.run_token.is_(None),
+            Job.external_id == slurm_id,
+            Job.phase.in_(FOLLOWED_PHASES),
+        )
+
+
+_MONITORS: dict[int, Monitor] = {}
+
+
+def poll_clusters(runtime: Runtime) -> MonitorReport:
+    """The beat entry: one poll of every cluster with followed or cancelled jobs."""
+    monitor = _MONITORS.get(id(runtime))
+    if monitor is None:
+        monitor = _MONITORS[id(runtime)] = Monitor(runtime)
+    report = monitor.poll()
+    for name, poll in report.clusters.items():
+        if poll.finished or poll.error:
+            logger.info(
+                "hpc monitor %s: %d followed, %d finished, commands %s, %.2fs%s",
+                name,
+                poll.followed,
+                len(poll.finished),
+                poll.commands,
+                poll.seconds,
+                f", error: {poll.error}" if poll.error else "",
+            )
+    return report

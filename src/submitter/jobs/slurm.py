@@ -1,0 +1,436 @@
+"""`slurm`: a batch job on a SLURM cluster — prepared, submitted, followed, collected.
+
+One job, two turns on a worker with the cluster in between:
+
+1. *prepare and submit* (phase `preparing`): the job folder `<workdir>/submitter/<job id>`,
+   the provided files over SFTP, modules checked, the venv created or reused, the batch
+   wrapper; then `sbatch --parsable`. The SLURM id is committed as `external_id` before
+   anything else, and the job is handed off (`HandedOff`): still `running`, no worker.
+2. The HPC monitor (beat) follows every handed-off job with one `squeue` per cluster
+   (phases `submitted` → `pending` → `running`) and, when SLURM is done with it, gives it
+   back to a worker with phase `collecting`.
+3. *collect*: accounting (sacct, or scontrol and the jobcomp log), the SLURM output and the
+   files matching `files.collect` into the artifact store, then succeeded / failed /
+   cancelled with a message saying which SLURM state ended it.
+
+A worker that dies in turn 1 before sbatch leaves a job that is simply run again; after
+sbatch, the run finds `external_id` set and resumes instead of submitting twice.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from typing import Any, NoReturn
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from sqlalchemy import Connection, select
+
+from submitter.hpc import slurm
+from submitter.hpc.accounting import AccountingLookup
+from submitter.hpc.clusters import ClusterConfig, UnknownCluster, find_cluster
+from submitter.hpc.environment import (
+    batch_wrapper,
+    check_modules_argv,
+    create_venv_argv,
+    venv_path,
+)
+from submitter.hpc.pool import POOL
+from submitter.hpc.staging import (
+    CONTROL_DIR,
+    Upload,
+    check_pattern,
+    check_target,
+    job_folder,
+    put_upload,
+    select_files,
+)
+from submitter.hpc.transport import Transport
+from submitter.jobs.context import HandedOff, JobCancelled, JobContext, JobFailed
+from submitter.jobs.registry import JobKind
+from submitter.storage.keys import InvalidName
+
+_WORD = r"^[A-Za-z0-9_.+-]{1,64}$"
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+_MODULE = r"^[A-Za-z0-9_.+@/-]{1,128}$"
+_TIME = r"^(\d+|\d+:\d{1,2}|\d+:\d{1,2}:\d{1,2}|\d+-\d+|\d+-\d+:\d{1,2}|\d+-\d+:\d{1,2}:\d{1,2})$"
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+SOURCES = ("dataset:", "artifact:", "inline:")
+#: Lines of the SLURM output copied into the job log (all of it goes to the store).
+LOG_TAIL_LINES = 200
+
+
+class SlurmResources(BaseModel):
+    """Become `sbatch` options; the cluster's default partition/account fill the gaps."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    partition: str | None = Field(default=None, pattern=_WORD)
+    account: str | None = Field(default=None, pattern=_WORD)
+    nodes: int | None = Field(default=None, ge=1, le=100_000)
+    ntasks: int | None = Field(default=None, ge=1, le=10_000_000)
+    cpus_per_task: int | None = Field(default=None, ge=1, le=100_000)
+    mem: str | None = Field(default=None, pattern=r"^\d{1,12}[KMGT]?$", description="e.g. 4G")
+    gpus: str | None = Field(default=None, pattern=r"^([A-Za-z0-9_-]{1,32}:)?\d{1,4}$")
+    time: str | None = Field(default=None, pattern=_TIME, description="e.g. 10, 1:00:00, 1-0")
+
+
+class Venv(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=_WORD)
+    packages: list[str] = Field(default_factory=list, max_length=500)
+    system_site_packages: bool = False
+
+    @field_validator("packages")
+    @classmethod
+    def _check_packages(cls, value: list[str]) -> list[str]:
+        for package in value:
+            if not package.strip() or package.startswith("-") or _CONTROL_CHARS.search(package):
+                raise ValueError(
+                    f"{package!r} is not a requirement (no options, no control characters)"
+                )
+        return value
+
+
+class Environment(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    modules: list[str] = Field(default_factory=list, max_length=100)
+    venv: Venv | None = None
+
+    @field_validator("modules")
+    @classmethod
+    def _check_modules(cls, value: list[str]) -> list[str]:
+        for module in value:
+            if not re.match(_MODULE, module):
+                raise ValueError(f"{module!r} is not a module name")
+        return value
+
+
+class ProvidedFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    source: str = Field(description="dataset:<ref>, artifact:<job id>/<name> or inline:<text>")
+    target: str = Field(description="Path inside the job folder.")
+
+    @field_validator("source")
+    @classmethod
+    def _check_source(cls, value: str) -> str:
+        if not value.startswith(SOURCES):
+            raise ValueError(f"must start with one of {', '.join(SOURCES)}")
+        return value
+
+    @field_validator("target")
+    @classmethod
+    def _check_target(cls, value: str) -> str:
+        try:
+            return check_target(value)
+        except InvalidName as error:
+            raise ValueError(str(error)) from None
+
+
+class Files(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    provide: list[ProvidedFile] = Field(default_factory=list, max_length=1000)
+    collect: list[str] = Field(default_factory=list, max_length=100)
+
+    @field_validator("collect")
+    @classmethod
+    def _check_collect(cls, value: list[str]) -> list[str]:
+        try:
+            return [check_pattern(p) for p in value]
+        except InvalidName as error:
+            raise ValueError(str(error)) from None
+
+
+class SlurmSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    cluster: str = Field(min_length=1, max_length=63)
+    script: str | None = Field(default=None, description="Batch script text.", max_length=1 << 20)
+    command: str | None = Field(
+        default=None, description="A shell command, wrapped into a script.", max_length=1 << 16
+    )
+    name: str = Field(default="submitter", pattern=_WORD)
+    resources: SlurmResources = Field(default_factory=SlurmResources)
+    environment: Environment = Field(default_factory=Environment)
+    files: Files = Field(default_factory=Files)
+    env: dict[str, str] = Field(default_factory=dict, max_length=500)
+
+    @model_validator(mode="after")
+    def _one_of_script_or_command(self) -> SlurmSpec:
+        if (self.script is None) == (self.command is None):
+            raise ValueError("give exactly one of script or command")
+        return self
+
+    @field_validator("env")
+    @classmethod
+    def _check_env(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, text in value.items():
+            if not _ENV_NAME.match(name):
+                raise ValueError(f"{name!r} is not an environment variable name")
+            if "\x00" in text:
+                raise ValueError(f"value of {name} contains a NUL byte")
+        return value
+
+    def script_text(self) -> str:
+        if self.script is not None:
+            return self.script
+        return f"#!/bin/bash\n{self.command}\n"
+
+
+# --------------------------------------------------------------------------- submit time
+
+
+def resolve_spec(
+    clusters: list[ClusterConfig], connection: Connection, spec: dict[str, Any]
+) -> tuple[dict[str, Any], list[str], list[dict[str, Any]]]:
+    """At submit: the cluster must exist; dataset refs become ids; artifacts must exist."""
+    from submitter.datasets.service import find_id
+    from submitter.db.models import Artifact
+
+    errors: list[dict[str, Any]] = []
+    dataset_ids: list[str] = []
+    try:
+        find_cluster(clusters, spec["cluster"])
+    except UnknownCluster as error:
+        errors.append(_error(["cluster"], str(error), "unknown_cluster", spec["cluster"]))
+    provide = [dict(item) for item in spec["files"]["provide"]]
+    for index, item in enumerate(provide):
+        source: str = item["source"]
+        loc = ["files", "provide", index, "source"]
+        if source.startswith("dataset:"):
+            dataset_id = find_id(connection, source.removeprefix("dataset:"))
+            if dataset_id is None:
+                errors.append(_error(loc, f"no dataset {source[8:]!r}", "unknown_dataset", source))
+                continue
+            item["source"] = f"dataset:{dataset_id}"
+            dataset_ids.append(dataset_id)
+        elif source.startswith("artifact:"):
+            job_id, _, name = source.removeprefix("artifact:").partition("/")
+            found = connection.scalar(
+                select(Artifact.storage_key).where(Artifact.job_id == job_id, Artifact.name == name)
+            )
+            if found is None:
+                msg = f"no artifact {name!r} of job {job_id!r} (artifact:<job id>/<name>)"
+                errors.append(_error(loc, msg, "unknown_artifact", source))
+    resolved = {**spec, "files": {**spec["files"], "provide": provide}}
+    return resolved, dataset_ids, errors
+
+
+def _error(loc: list[Any], msg: str, kind: str, value: Any) -> dict[str, Any]:
+    return {"loc": ["body", "spec", *loc], "msg": msg, "type": kind, "input": value}
+
+
+# --------------------------------------------------------------------------- on a worker
+
+ACCOUNTING = AccountingLookup(POOL)
+
+
+def run(spec: SlurmSpec, ctx: JobContext) -> Any:
+    cluster = find_cluster(ctx.runtime.settings.clusters, spec.cluster)
+    if ctx.external_id is None:
+        _prepare_and_submit(spec, ctx, cluster)  # raises HandedOff
+    return _follow_up(spec, ctx, cluster, ctx.external_id)
+
+
+def _prepare_and_submit(spec: SlurmSpec, ctx: JobContext, cluster: ClusterConfig) -> NoReturn:
+    ctx.progress(phase="preparing", message=f"preparing on cluster {cluster.name}")
+    transport = POOL.get(cluster)
+    base = transport.expand(cluster.workdir)
+    folder = job_folder(base, ctx.job_id)
+    transport.makedirs(f"{folder}/{CONTROL_DIR}")
+    ctx.log(f"job folder {folder} on cluster {cluster.name}")
+    for item in spec.files.provide:
+        ctx.check_cancelled()
+        size = put_upload(transport, ctx.runtime.store, folder, _upload(ctx, item))
+        ctx.log(f"staged {item.source.split(':', 1)[0]} → {item.target} ({size} bytes)")
+    modules = spec.environment.modules
+    if modules:
+        done = POOL.run(cluster, check_modules_argv(cluster, modules))
+        if not done.ok:
+            raise JobFailed(f"loading modules on {cluster.name} failed: {_tail(done.stderr)}")
+        ctx.log(f"modules load: {' '.join(modules)}")
+    venv = _ensure_venv(spec, ctx, cluster, base) if spec.environment.venv else None
+    ctx.check_cancelled()
+    script = f"{folder}/{CONTROL_DIR}/script"
+    wrapper = f"{folder}/{CONTROL_DIR}/job.sbatch"
+    transport.put(io.BytesIO(spec.script_text().encode()), script, mode=0o700)
+    text = batch_wrapper(
+        cluster,
+        job_id=ctx.job_id,
+        folder=folder,
+        script=script,
+        modules=modules,
+        venv=venv,
+        env=spec.env,
+        times_file=f"{folder}/{CONTROL_DIR}/times",
+    )
+    transport.put(io.BytesIO(text.encode()), wrapper, mode=0o700)
+    _submit(spec, ctx, cluster, folder, wrapper)
+
+
+def _upload(ctx: JobContext, item: ProvidedFile) -> Upload:
+    kind, _, ref = item.source.partition(":")
+    if kind == "inline":
+        return Upload(item.target, inline=ref)
+    if kind == "dataset":
+        from submitter.datasets.service import resolve
+
+        dataset = resolve(ctx.runtime, ref)
+        return Upload(
+            item.target, store_key=dataset.storage_key, as_csv=item.target.endswith(".csv")
+        )
+    from submitter.jobs.artifacts import artifact_key
+
+    job_id, _, name = ref.partition("/")
+    return Upload(item.target, store_key=artifact_key(job_id, name))
+
+
+def _ensure_venv(spec: SlurmSpec, ctx: JobContext, cluster: ClusterConfig, base: str) -> str:
+    venv = spec.environment.venv
+    assert venv is not None
+    path = venv_path(
+        base,
+        venv.name,
+        venv.packages,
+        system_site_packages=venv.system_site_packages,
+        python=cluster.python,
+        modules=spec.environment.modules,
+    )
+    ctx.progress(message=f"venv {venv.name}: creating or reusing")
+    argv = create_venv_argv(
+        cluster,
+        path,
+        venv.packages,
+        system_site_packages=venv.system_site_packages,
+        modules=spec.environment.modules,
+    )
+    done = POOL.run(cluster, argv, timeout=cluster.venv_timeout)
+    if "waiting:" in done.stderr:
+        ctx.log(f"venv {venv.name}: waited for another job creating it")
+    if not done.ok:
+        raise JobFailed(f"creating venv {venv.name} on {cluster.name} failed: {_tail(done.stderr)}")
+    ctx.log(f"venv {venv.name} {done.stdout.strip() or 'ready'}: {path}")
+    return path
+
+
+def _submit(
+    spec: SlurmSpec, ctx: JobContext, cluster: ClusterConfig, folder: str, wrapper: str
+) -> NoReturn:
+    resources = spec.resources
+    argv = slurm.sbatch_argv(
+        wrapper,
+        name=spec.name,
+        folder=folder,
+        resources=slurm.Resources(
+            partition=resources.partition or cluster.partition,
+            account=resources.account or cluster.account,
+            nodes=resources.nodes,
+            ntasks=resources.ntasks,
+            cpus_per_task=resources.cpus_per_task,
+            mem=resources.mem,
+            gpus=resources.gpus,
+            time=resources.time,
+        ),
+    )
+    ctx.check_cancelled()  # the last point where a cancel means "never submitted"
+    done = POOL.run(cluster, argv, retry=False)
+    if not done.ok:
+        raise JobFailed(f"sbatch on {cluster.name} refused the job: {_tail(done.stderr)}")
+    slurm_id = slurm.parse_sbatch(done.stdout)
+    if not ctx.set_external_id(slurm_id):
+        # Cancelled between the last check and sbatch: take it back.
+        POOL.run(cluster, slurm.scancel_argv([slurm_id]))
+        ctx.log(f"cancelled while submitting: scancel {slurm_id}")
+        raise JobCancelled()
+    ctx.log(f"submitted to {cluster.name} as SLURM job {slurm_id}")
+    raise HandedOff("submitted")
+
+
+def _follow_up(
+    spec: SlurmSpec, ctx: JobContext, cluster: ClusterConfig, slurm_id: str
+) -> dict[str, Any]:
+    """The job left SLURM (or we are resuming after a lost worker): collect and conclude."""
+    transport = POOL.get(cluster)
+    folder = job_folder(transport.expand(cluster.workdir), ctx.job_id)
+    cpu = _wrapper_cpu_seconds(transport, folder)
+    record = ACCOUNTING.lookup(cluster, [slurm_id], {slurm_id: cpu} if cpu is not None else None)
+    accounting = record.get(slurm_id)
+    if accounting is None or slurm.phase_of(accounting.state) != "finished":
+        still = slurm.phase_of(accounting.state) if accounting else "submitted"
+        ctx.log(f"SLURM job {slurm_id} has not ended yet ({still}); following it again")
+        raise HandedOff(still)
+    ctx.progress(phase="collecting", message=f"SLURM {accounting.state}: collecting")
+    collected = _collect(spec, ctx, transport, folder, slurm_id)
+    result = {
+        "cluster": cluster.name,
+        "slurm_job_id": slurm_id,
+        "slurm": accounting.as_dict(),
+        "collected": collected,
+    }
+    state, message = slurm.outcome(accounting)
+    ctx.log(f"SLURM job {slurm_id} ended {accounting.state} (exit code {accounting.exit_code})")
+    if state == "cancelled":
+        ctx.log(message or "cancelled on the cluster", "WARNING")
+        raise JobCancelled()
+    if state == "failed":
+        raise JobFailed(message or "failed", result)
+    return result
+
+
+def _wrapper_cpu_seconds(transport: Transport, folder: str) -> float | None:
+    times = f"{folder}/{CONTROL_DIR}/times"
+    if not transport.exists(times):
+        return None
+    buffer = io.BytesIO()
+    transport.get_into(times, buffer)
+    return slurm.parse_times(buffer.getvalue().decode(errors="replace"))
+
+
+def _collect(
+    spec: SlurmSpec, ctx: JobContext, transport: Transport, folder: str, slurm_id: str
+) -> list[str]:
+    """SLURM's output and the files matching `files.collect` → the job's artifacts."""
+    files = list(transport.walk(folder))
+    logs = [f"slurm-{slurm_id}.out", f"slurm-{slurm_id}.err"]
+    chosen = select_files(files, [*logs, *spec.files.collect])
+    names = []
+    for remote in chosen:
+        ctx.check_cancelled()
+        local = ctx.workdir / remote.path
+        local.parent.mkdir(parents=True, exist_ok=True)
+        transport.get(f"{folder}/{remote.path}", local)
+        names.append(remote.path)
+    for name, level in zip(logs, ("INFO", "WARNING"), strict=True):
+        path = ctx.workdir / name
+        if path.is_file() and path.stat().st_size:
+            lines = path.read_text(errors="replace").splitlines()
+            shown = lines[-LOG_TAIL_LINES:]
+            header = f"{name}, last {len(shown)} of {len(lines)} lines:"
+            ctx.log("\n".join([header, *shown]), level)
+    missing = [p for p in spec.files.collect if not any(select_files(files, [p]))]
+    if missing:
+        ctx.log(f"no file matched: {', '.join(missing)}", "WARNING")
+    ctx.log(f"collected {len(names)} file(s) from the job folder")
+    return names
+
+
+def _tail(text: str, limit: int = 1500) -> str:
+    return text.strip()[-limit:] or "(no output)"
+
+
+def _prepare_spec_hook(runtime: Any, connection: Connection, spec: dict[str, Any]) -> Any:
+    return resolve_spec(runtime.settings.clusters, connection, spec)
+
+
+KIND = JobKind(
+    name="slurm",
+    spec_model=SlurmSpec,
+    run=run,
+    queue="hpc",
+    description="A batch job on a SLURM cluster: staged, submitted, monitored, collected.",
+    resolve_spec=_prepare_spec_hook,
+)
