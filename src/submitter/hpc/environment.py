@@ -24,10 +24,11 @@ READY_MARK = ".submitter-ready"
 
 _VENV_SCRIPT = r"""
 venv=$1; python=$2; system_site=$3; shift 3
-exec 9>"$venv.lock"
+mkdir -p -- "$(dirname -- "$venv")" || exit 5
+exec 9>"$venv.lock" || exit 5
 if ! flock --nonblock 9; then
     echo "waiting: another job is creating $venv" >&2
-    flock 9
+    flock 9 || exit 5
 fi
 if [ -f "$venv/READY_MARK" ]; then
     echo reused
