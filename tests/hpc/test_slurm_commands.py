@@ -68,13 +68,13 @@ def test_phase_of(state: str, phase: str) -> None:
 
 
 SACCT = """\
-17|COMPLETED|0:0|65|00:58.120||1|vm|2|1000M|00:10:00
-17.batch|COMPLETED|0:0|65|00:58.100|204800K|1|vm|2||
-17.extern|COMPLETED|0:0|65|00:00.002|1024K|1|vm|2||
-18|FAILED|3:0|2|00:00.010||1|vm|1|500M|UNLIMITED
-18.batch|FAILED|3:0|2|00:00.010|1200K|1|vm|1||
-19|TIMEOUT|0:0|61|00:00.030||1|vm|1|1G|00:01:00
-19.batch|CANCELLED|0:15|61|00:00.030|2000K|1|vm|1||
+17|COMPLETED|0:0|65|00:58.120||1|vm|2|1000M|00:10:00|2026-11-23T19:01:05
+17.batch|COMPLETED|0:0|65|00:58.100|204800K|1|vm|2|||2026-11-23T19:01:05
+17.extern|COMPLETED|0:0|65|00:00.002|1024K|1|vm|2|||2026-11-23T19:01:05
+18|FAILED|3:0|2|00:00.010||1|vm|1|500M|UNLIMITED|Unknown
+18.batch|FAILED|3:0|2|00:00.010|1200K|1|vm|1|||Unknown
+19|TIMEOUT|0:0|61|00:00.030||1|vm|1|1G|00:01:00|2026-11-23T19:02:00
+19.batch|CANCELLED|0:15|61|00:00.030|2000K|1|vm|1|||2026-11-23T19:02:00
 """
 
 
@@ -88,6 +88,7 @@ def test_parse_sacct_takes_state_from_the_job_and_peak_memory_from_its_steps() -
     assert ok.cpu_efficiency == pytest.approx(58.12 / (65 * 2), abs=1e-4)
     assert ok.memory_efficiency == pytest.approx(200 / 1000, abs=1e-4)
     assert slurm.outcome(ok) == ("succeeded", None)
+    assert ok.end_time == "2026-11-23T19:01:05" and records["18"].end_time is None
     state, message = slurm.outcome(records["18"])
     assert state == "failed" and "exited with code 3" in str(message)
     state, message = slurm.outcome(records["19"])

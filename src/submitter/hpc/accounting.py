@@ -52,10 +52,20 @@ class AccountingLookup:
         """What SLURM still knows about these jobs (finished or not), by job id."""
         if not job_ids:
             return {}
+        cpu_seconds = cpu_seconds or {}
         if self.has_sacct(cluster):
             done = self.pool.run(cluster, slurm.sacct_argv(job_ids)).check()
-            return {k: v for k, v in slurm.parse_sacct(done.stdout).items() if k in job_ids}
-        cpu_seconds = cpu_seconds or {}
+            records = {k: v for k, v in slurm.parse_sacct(done.stdout).items() if k in job_ids}
+            # slurmdbd lags the controller by a moment: a job squeue calls finished may
+            # still be RUNNING (or half-filled) in sacct. The controller fills the gaps.
+            lagging = [j for j in job_ids if j not in records or not _complete(records[j])]
+            if lagging:
+                for job_id, fields in self._scontrol(cluster, lagging).items():
+                    current = slurm.accounting_from_fields(
+                        fields, source="scontrol", cpu_seconds=cpu_seconds.get(job_id)
+                    )
+                    records[job_id] = _merge(records.get(job_id), current)
+            return records
         found = {
             job_id: slurm.accounting_from_fields(
                 fields, source="scontrol", cpu_seconds=cpu_seconds.get(job_id)
@@ -108,6 +118,22 @@ class AccountingLookup:
                     path = kinds.get("JobCompLoc")
             self._jobcomp_log[cluster.name] = path
         return self._jobcomp_log[cluster.name]
+
+
+def _complete(record: Accounting) -> bool:
+    return slurm.phase_of(record.state) == "finished" and record.end_time is not None
+
+
+def _merge(stored: Accounting | None, current: Accounting) -> Accounting:
+    """sacct's record where it knows the end, else the controller's, gaps filled either way."""
+    if stored is None:
+        return current
+    first, second = (stored, current) if _complete(stored) else (current, stored)
+    values = {
+        name: getattr(first, name) if getattr(first, name) is not None else getattr(second, name)
+        for name in first.__dataclass_fields__
+    }
+    return Accounting(**values)
 
 
 def _config_lines(text: str) -> list[tuple[str, str]]:

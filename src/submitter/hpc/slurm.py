@@ -138,6 +138,7 @@ SACCT_FIELDS = (
     "AllocCPUS",
     "ReqMem",
     "Timelimit",
+    "End",
 )
 
 
@@ -180,6 +181,7 @@ class Accounting:
     requested_memory_bytes: int | None
     time_limit: str | None
     source: str  # sacct, scontrol or jobcomp
+    end_time: str | None = None  # cluster-local time, as SLURM prints it
 
     @property
     def cpu_efficiency(self) -> float | None:
@@ -313,6 +315,7 @@ def parse_sacct(output: str) -> dict[str, Accounting]:
             requested_memory_bytes=_requested_memory(row["ReqMem"], nodes, cpus),
             time_limit=row["Timelimit"] or None,
             source="sacct",
+            end_time=_time(row["End"]),
         )
     for job_id, peak in peaks.items():
         if job_id in records:
@@ -388,7 +391,12 @@ def accounting_from_fields(
         requested_memory_bytes=parse_size(tres.get("mem"), default_unit="M"),
         time_limit=fields.get("TimeLimit") or None,
         source=source,
+        end_time=_time(fields.get("EndTime")),
     )
+
+
+def _time(text: str | None) -> str | None:
+    return text if text and text not in ("Unknown", "None") else None
 
 
 def _span(start: str | None, end: str | None) -> float | None:

@@ -189,7 +189,8 @@ def resolve_spec(
 ) -> tuple[dict[str, Any], list[str], list[dict[str, Any]]]:
     """At submit: the cluster must exist; dataset refs become ids; artifacts must exist."""
     from submitter.datasets.service import find_id
-    from submitter.db.models import Artifact
+    from submitter.db.models import Artifact, Job
+    from submitter.jobs.states import TERMINAL
 
     errors: list[dict[str, Any]] = []
     dataset_ids: list[str] = []
@@ -209,11 +210,14 @@ def resolve_spec(
             item["source"] = f"dataset:{dataset_id}"
             dataset_ids.append(dataset_id)
         elif source.startswith("artifact:"):
+            # A job that has not ended yet (typically a dependency) may still write it; the
+            # run then fails clearly if it did not. A finished job must have it now.
             job_id, _, name = source.removeprefix("artifact:").partition("/")
+            state = connection.scalar(select(Job.state).where(Job.id == job_id))
             found = connection.scalar(
                 select(Artifact.storage_key).where(Artifact.job_id == job_id, Artifact.name == name)
             )
-            if found is None:
+            if state is None or (found is None and state in TERMINAL):
                 msg = f"no artifact {name!r} of job {job_id!r} (artifact:<job id>/<name>)"
                 errors.append(_error(loc, msg, "unknown_artifact", source))
     resolved = {**spec, "files": {**spec["files"], "provide": provide}}
@@ -286,7 +290,10 @@ def _upload(ctx: JobContext, item: ProvidedFile) -> Upload:
     from submitter.jobs.artifacts import artifact_key
 
     job_id, _, name = ref.partition("/")
-    return Upload(item.target, store_key=artifact_key(job_id, name))
+    key = artifact_key(job_id, name)
+    if not ctx.runtime.store.exists(key):
+        raise JobFailed(f"{item.source}: job {job_id} has no artifact {name!r}")
+    return Upload(item.target, store_key=key)
 
 
 def _ensure_venv(spec: SlurmSpec, ctx: JobContext, cluster: ClusterConfig, base: str) -> str:
