@@ -10,6 +10,7 @@ running are started by tests/services.py.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import signal
@@ -59,7 +60,11 @@ class Backend:
 
     @property
     def settings(self) -> Settings:
-        overrides = {k.removeprefix("SUBMITTER_").lower(): v for k, v in self.env.items()}
+        overrides: dict[str, Any] = {
+            k.removeprefix("SUBMITTER_").lower(): v for k, v in self.env.items()
+        }
+        if "clusters" in overrides:  # complex values come as JSON in the environment
+            overrides["clusters"] = json.loads(overrides["clusters"])
         return load_settings(**overrides)
 
     @property

@@ -1,0 +1,385 @@
+"""`slurm` jobs end to end: real SLURM (tests/hpc_cluster.py), real sshd, real worker and
+beat processes, PostgreSQL + Redis and an S3 server for staging (the scaled-out setup).
+
+The cluster is one node with the machine's CPUs; tests that need a job to stay PENDING fill
+the node with a blocker job first.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shlex
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from submitter.hpc.monitor import Monitor
+from tests.conftest import Stack, make_backend, make_stack
+from tests.hpc_cluster import TestCluster
+
+SLOW = 240  # seconds a SLURM job may take from submit to succeeded on a loaded machine
+
+
+@pytest.fixture(scope="module")
+def hpc(slurm_cluster: TestCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    clusters = [
+        slurm_cluster.config("test"),
+        slurm_cluster.config("nosacct", accounting="scontrol"),
+        slurm_cluster.config("here", transport="local"),
+        slurm_cluster.config("impostor", known_hosts=str(slurm_cluster.wrong_known_hosts)),
+        slurm_cluster.config("stranger", known_hosts=str(slurm_cluster.empty_known_hosts)),
+        slurm_cluster.config(
+            "locked",
+            key_file=str(slurm_cluster.passphrase_key_file),
+            passphrase_env="SUBMITTER_TEST_KEY_PASSPHRASE",
+        ),
+    ]
+    home = tmp_path_factory.mktemp("hpc")
+    with make_backend("postgres-redis", home) as backend:
+        backend.env["SUBMITTER_CLUSTERS"] = json.dumps(clusters)
+        with make_stack(backend) as stack:
+            yield stack
+
+
+def _slurm_job(stack: Stack, expect: int = 202, **spec: Any) -> dict[str, Any]:
+    depends_on = spec.pop("depends_on", None)
+    body: dict[str, Any] = {"kind": "slurm", "spec": {"cluster": "test", **spec}}
+    if depends_on:
+        body["depends_on"] = depends_on
+    response = stack.api.post("/api/v1/jobs", json=body, headers=stack.headers("user"))
+    assert response.status_code == expect, response.text
+    result: dict[str, Any] = response.json()
+    return result
+
+
+def _ssh(cluster: TestCluster, command: str) -> str:
+    done = subprocess.run(
+        cluster.ssh_argv(command), capture_output=True, text=True, timeout=30, check=False
+    )
+    return done.stdout + done.stderr
+
+
+def _artifact(stack: Stack, job_id: str, name: str) -> bytes:
+    response = stack.api.get(
+        f"/api/v1/jobs/{job_id}/artifacts/{name}", headers=stack.headers("viewer")
+    )
+    assert response.status_code == 200, response.text
+    return response.content
+
+
+def _artifact_names(stack: Stack, job_id: str) -> list[str]:
+    response = stack.api.get(f"/api/v1/jobs/{job_id}/artifacts", headers=stack.headers("viewer"))
+    return sorted(item["name"] for item in response.json()["items"])
+
+
+def test_clusters_are_listed_without_secrets_and_checked(
+    hpc: Stack, slurm_cluster: TestCluster
+) -> None:
+    response = hpc.api.get("/api/v1/clusters", headers=hpc.headers("viewer"))
+    assert response.status_code == 200
+    listed = {c["name"]: c for c in response.json()["items"]}
+    assert set(listed) == {"test", "nosacct", "here", "impostor", "stranger", "locked"}
+    text = response.text
+    assert str(slurm_cluster.key_file) not in text and "passphrase" not in text
+    assert listed["test"]["host"] == "127.0.0.1" and listed["here"]["transport"] == "local"
+
+    response = hpc.api.post("/api/v1/clusters/test/check", headers=hpc.headers("admin"))
+    assert response.status_code == 200, response.text
+    report = response.json()
+    assert report["slurm_version"].startswith("slurm")
+    assert [p["name"] for p in report["partitions"]] == ["debug"]
+    assert report["partitions"][0]["default"] is True
+    assert "python" in (report["python"] or "").lower() or "/" in report["python"]
+    assert report["workdir"] == slurm_cluster.workdir
+
+    assert (
+        hpc.api.post("/api/v1/clusters/test/check", headers=hpc.headers("user")).status_code == 403
+    )
+    missing = hpc.api.post("/api/v1/clusters/nope/check", headers=hpc.headers("admin"))
+    assert missing.status_code == 404 and "known clusters" in missing.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("cluster", "words"),
+    [("impostor", "does not match"), ("stranger", "is not in")],
+)
+def test_unknown_or_changed_host_keys_are_refused(hpc: Stack, cluster: str, words: str) -> None:
+    response = hpc.api.post(f"/api/v1/clusters/{cluster}/check", headers=hpc.headers("admin"))
+    assert response.status_code == 502 and words in response.json()["detail"]
+    job = _slurm_job(hpc, cluster=cluster, command="echo never")
+    done = hpc.wait(job["id"], timeout=SLOW)
+    assert done["state"] == "failed" and done["external_id"] is None
+    assert words in done["error"] and "HostKeyRefused" in done["error"]
+
+
+def test_dataset_in_venv_python_out_with_accounting(hpc: Stack, slurm_cluster: TestCluster) -> None:
+    csv = "amount,group\n" + "".join(f"{i},{'ab'[i % 2]}\n" for i in range(1, 101))
+    upload = hpc.api.post(
+        "/api/v1/datasets",
+        files={"file": ("amounts.csv", io.BytesIO(csv.encode()), "text/csv")},
+        data={"name": "hpc-amounts"},
+        headers=hpc.headers("user"),
+    )
+    assert upload.status_code in (200, 201), upload.text
+    analysis = (
+        "import csv, json, os, sys\n"
+        "rows = list(csv.DictReader(open('data/amounts.csv')))\n"
+        "os.makedirs('out', exist_ok=True)\n"
+        "summary = {'rows': len(rows), 'total': sum(int(r['amount']) for r in rows),\n"
+        "           'python': sys.prefix, 'module': os.environ.get('SUBMITTER_TEST_MODULE'),\n"
+        "           'greeting': os.environ['GREETING']}\n"
+        "json.dump(summary, open('out/summary.json', 'w'))\n"
+        "open('out/ignored.tmp', 'w').write('not collected')\n"
+        "print('analysed', len(rows), 'rows')\n"
+        "# Hold 60 MB past one accounting sample (JobAcctGatherFrequency=5): a real MaxRSS.\n"
+        "import time; block = bytearray(60_000_000); time.sleep(6)\n"
+    )
+    job = _slurm_job(
+        hpc,
+        name="analysis",
+        script="#!/bin/bash\nset -e\ntestenv-hello\npython analysis.py\necho to-stderr >&2\n",
+        resources={"cpus_per_task": 1, "mem": "200M", "time": "10"},
+        environment={
+            "modules": [slurm_cluster.module_name],
+            "venv": {"name": "analysis", "packages": [], "system_site_packages": False},
+        },
+        files={
+            "provide": [
+                {"source": "dataset:hpc-amounts", "target": "data/amounts.csv"},
+                {"source": f"inline:{analysis}", "target": "analysis.py"},
+            ],
+            "collect": ["out/*.json"],
+        },
+        env={"GREETING": "hello 'world' $(x)"},
+    )
+    phases = set()
+    deadline = time.monotonic() + SLOW
+    while time.monotonic() < deadline:
+        current = hpc.job(job["id"])
+        phases.add(current["phase"])
+        if current["state"] in ("succeeded", "failed", "cancelled"):
+            break
+        time.sleep(0.2)
+    assert current["state"] == "succeeded", (current, hpc.logs(job["id"]))
+    assert phases & {"submitted", "pending", "running"}, phases
+    slurm_id = current["external_id"]
+    assert slurm_id and slurm_id.isdigit()
+
+    summary = json.loads(_artifact(hpc, job["id"], "out/summary.json"))
+    assert summary["rows"] == 100 and summary["total"] == 5050
+    assert summary["python"].startswith(f"{slurm_cluster.workdir}/submitter/venvs/analysis-")
+    assert summary["module"] == "testenv-1.0"
+    assert summary["greeting"] == "hello 'world' $(x)"
+    names = _artifact_names(hpc, job["id"])
+    assert "out/summary.json" in names and "out/ignored.tmp" not in names
+    assert f"slurm-{slurm_id}.out" in names and f"slurm-{slurm_id}.err" in names
+    out = _artifact(hpc, job["id"], f"slurm-{slurm_id}.out").decode()
+    assert "hello from testenv" in out and "analysed 100 rows" in out
+    log = "\n".join(hpc.logs(job["id"]))
+    assert "analysed 100 rows" in log and "to-stderr" in log
+    assert f"SLURM job {slurm_id}" in log and "venv analysis created" in log
+
+    accounting = current["result"]["slurm"]
+    assert accounting["state"] == "COMPLETED" and accounting["exit_code"] == 0
+    assert accounting["elapsed_seconds"] is not None and accounting["nodes"] == 1
+    assert accounting["allocated_cpus"] >= 1 and accounting["cpu_seconds"] is not None
+    assert accounting["requested_memory_bytes"] == 200 << 20, json.dumps(accounting)
+    assert accounting["source"] == ("sacct" if slurm_cluster.accounting else "scontrol")
+    if slurm_cluster.accounting:
+        assert accounting["max_rss_bytes"] > 50_000_000, json.dumps(accounting)
+        assert 0.25 < accounting["memory_efficiency"] < 1, json.dumps(accounting)
+
+    # The same venv is reused by the next job, not built again.
+    again = _slurm_job(
+        hpc,
+        command="python -c 'import sys; print(sys.prefix)'",
+        environment={
+            "modules": [slurm_cluster.module_name],
+            "venv": {"name": "analysis", "packages": [], "system_site_packages": False},
+        },
+    )
+    assert hpc.wait(again["id"], timeout=SLOW)["state"] == "succeeded"
+    assert any("venv analysis reused" in line for line in hpc.logs(again["id"]))
+
+
+def test_failing_script_fails_with_its_exit_code_and_accounting(hpc: Stack) -> None:
+    job = _slurm_job(hpc, cluster="nosacct", command="echo about to fail >&2; exit 3")
+    done = hpc.wait(job["id"], timeout=SLOW)
+    assert done["state"] == "failed", done
+    assert "exited with code 3" in done["error"]
+    assert done["result"]["slurm"]["exit_code"] == 3
+    assert done["result"]["slurm"]["source"] in ("scontrol", "jobcomp")
+    assert done["result"]["slurm"]["cpu_seconds"] is not None  # from the wrapper's `times`
+    assert any("about to fail" in line for line in hpc.logs(job["id"]))
+
+
+def test_local_transport_runs_on_this_host(hpc: Stack, slurm_cluster: TestCluster) -> None:
+    job = _slurm_job(
+        hpc,
+        cluster="here",
+        command="mkdir -p res && echo local > res/where.txt",
+        files={"collect": ["res/*"]},
+    )
+    done = hpc.wait(job["id"], timeout=SLOW)
+    assert done["state"] == "succeeded", (done, hpc.logs(job["id"]))
+    assert _artifact(hpc, job["id"], "res/where.txt") == b"local\n"
+    assert Path(slurm_cluster.local_workdir, "submitter", job["id"], "res/where.txt").is_file()
+
+
+def test_passphrase_key_needs_its_variable(hpc: Stack) -> None:
+    # The worker was started without SUBMITTER_TEST_KEY_PASSPHRASE: a clear failure that
+    # names the variable (and never shows a passphrase).
+    job = _slurm_job(hpc, cluster="locked", command="true")
+    done = hpc.wait(job["id"], timeout=SLOW)
+    assert done["state"] == "failed" and "SUBMITTER_TEST_KEY_PASSPHRASE" in done["error"]
+
+
+def test_dependency_gets_the_artifact_of_the_job_it_waited_for(hpc: Stack) -> None:
+    first = _slurm_job(
+        hpc, command="mkdir -p o && echo 41 > o/n.txt", files={"collect": ["o/n.txt"]}
+    )
+    second = _slurm_job(
+        hpc,
+        command="echo $(( $(cat in.txt) + 1 )) > answer.txt",
+        files={
+            "provide": [{"source": f"artifact:{first['id']}/o/n.txt", "target": "in.txt"}],
+            "collect": ["answer.txt"],
+        },
+        depends_on=[first["id"]],
+    )
+    assert second["phase"] == "waiting"
+    done = hpc.wait(second["id"], timeout=2 * SLOW)
+    assert done["state"] == "succeeded", (done, hpc.logs(second["id"]))
+    assert _artifact(hpc, second["id"], "answer.txt") == b"42\n"
+    first_done = hpc.job(first["id"])
+    assert first_done["finished_at"] <= done["started_at"]
+
+
+def _fill_node(hpc: Stack, slurm_cluster: TestCluster) -> dict[str, Any]:
+    blocker = _slurm_job(
+        hpc,
+        name="blocker",
+        command="sleep 300",
+        resources={"cpus_per_task": slurm_cluster.cpus},
+    )
+    hpc.wait(blocker["id"], until=lambda j: j["phase"] == "running", timeout=SLOW)
+    return blocker
+
+
+def _slurm_state(slurm_cluster: TestCluster, slurm_id: str) -> str:
+    return _ssh(slurm_cluster, f"scontrol -o show job {shlex.quote(slurm_id)}")
+
+
+def test_cancel_while_pending_and_while_running(hpc: Stack, slurm_cluster: TestCluster) -> None:
+    blocker = _fill_node(hpc, slurm_cluster)
+    waiting = _slurm_job(hpc, command="echo never runs", resources={"cpus_per_task": 1})
+    hpc.wait(waiting["id"], until=lambda j: j["phase"] == "pending", timeout=SLOW)
+
+    for job, slurm_phase in ((waiting, "PENDING"), (blocker, "RUNNING")):
+        slurm_id = hpc.job(job["id"])["external_id"]
+        assert f"JobState={slurm_phase}" in _slurm_state(slurm_cluster, slurm_id)
+        response = hpc.api.post(f"/api/v1/jobs/{job['id']}/cancel", headers=hpc.headers("user"))
+        assert response.status_code == 200, response.text
+        assert response.json()["state"] == "cancelled"
+        deadline = time.monotonic() + 60
+        while "JobState=CANCELLED" not in _slurm_state(slurm_cluster, slurm_id):
+            assert time.monotonic() < deadline, _slurm_state(slurm_cluster, slurm_id)
+            time.sleep(0.5)
+        assert any(f"scancel {slurm_id}" in line for line in hpc.logs(job["id"]))
+        assert hpc.job(job["id"])["state"] == "cancelled"
+
+
+def test_time_limit_overrun_fails_with_timeout(hpc: Stack) -> None:
+    job = _slurm_job(hpc, command="sleep 600", resources={"time": "1"})
+    done = hpc.wait(job["id"], timeout=SLOW)
+    assert done["state"] == "failed" and "TIMEOUT" in done["error"], done
+    assert done["result"]["slurm"]["state"] == "TIMEOUT"
+
+
+def test_monitor_polls_all_jobs_with_one_squeue(hpc: Stack, slurm_cluster: TestCluster) -> None:
+    jobs = [_slurm_job(hpc, command="sleep 20") for _ in range(6)]
+    for job in jobs:
+        hpc.wait(job["id"], until=lambda j: j["external_id"] is not None, timeout=SLOW)
+    report = Monitor(hpc.runtime).poll()
+    poll = report.clusters["test"]
+    assert poll.followed >= 6 and poll.error is None
+    assert poll.commands.get("squeue") == 1
+    assert poll.connections_opened <= 1
+    second = Monitor(hpc.runtime).poll().clusters["test"]
+    assert second.commands.get("squeue") == 1
+    for job in jobs:
+        hpc.api.post(f"/api/v1/jobs/{job['id']}/cancel", headers=hpc.headers("user"))
+
+
+HOSTILE = "; rm -rf ~ $(touch /tmp/submitter-pwned) `id` 'q' \"qq\"\nnext"
+
+
+@pytest.mark.parametrize(
+    ("spec", "field"),
+    [
+        ({"command": "true", "name": HOSTILE}, "name"),
+        ({"command": "true", "resources": {"partition": HOSTILE}}, "partition"),
+        ({"command": "true", "resources": {"mem": "1G; rm -rf ~"}}, "mem"),
+        ({"command": "true", "resources": {"time": "$(reboot)"}}, "time"),
+        ({"command": "true", "environment": {"modules": [HOSTILE]}}, "modules"),
+        (
+            {"command": "true", "environment": {"venv": {"name": HOSTILE}}},
+            "name",
+        ),
+        (
+            {"command": "true", "environment": {"venv": {"name": "v", "packages": ["-i x"]}}},
+            "packages",
+        ),
+        ({"command": "true", "env": {"A;B": "x"}}, "env"),
+        ({"command": "true", "files": {"collect": ["../*"]}}, "collect"),
+        (
+            {"command": "true", "files": {"provide": [{"source": "inline:x", "target": "/etc/x"}]}},
+            "target",
+        ),
+        (
+            {
+                "command": "true",
+                "files": {"provide": [{"source": "file:/etc/passwd", "target": "p"}]},
+            },
+            "source",
+        ),
+        ({"command": "true", "cluster": "$(id)"}, "cluster"),
+        ({"command": "true", "script": "echo both"}, "spec"),
+    ],
+)
+def test_hostile_values_are_refused_with_the_field(
+    hpc: Stack, spec: dict[str, Any], field: str
+) -> None:
+    answer = _slurm_job(hpc, expect=422, **spec)
+    locations = [".".join(str(p) for p in e["loc"]) for e in answer["detail"]]
+    assert any(field in loc for loc in locations), answer
+
+
+def test_hostile_values_that_are_allowed_arrive_verbatim(
+    hpc: Stack, slurm_cluster: TestCluster
+) -> None:
+    sentinel = f"{slurm_cluster.workdir}/pwned"
+    odd_target = "odd dir/it's $(touch pwned) `x`.txt"
+    payload = f"$(touch {sentinel})\n'; touch {sentinel}; '\n"
+    job = _slurm_job(
+        hpc,
+        command=f'cat {shlex.quote(odd_target)} > echoed.txt; printf %s "$V" > v.txt',
+        env={"V": payload},
+        files={
+            "provide": [{"source": f"inline:{payload}", "target": odd_target}],
+            "collect": ["echoed.txt", "v.txt", "odd dir/*"],
+        },
+    )
+    done = hpc.wait(job["id"], timeout=SLOW)
+    assert done["state"] == "succeeded", (done, hpc.logs(job["id"]))
+    assert _artifact(hpc, job["id"], "echoed.txt").decode() == payload
+    assert _artifact(hpc, job["id"], "v.txt").decode() == payload
+    # Nothing ran: no file named exactly `pwned` anywhere under the work folder.
+    found = _ssh(slurm_cluster, f"find {shlex.quote(slurm_cluster.workdir)} -name pwned")
+    assert found.strip() == "", found
+    assert _ssh(slurm_cluster, "test -d ~ && echo home-intact").strip() == "home-intact"
