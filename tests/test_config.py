@@ -32,13 +32,43 @@ def test_yaml_file_is_read_and_environment_wins(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     config = tmp_path / "submitter.yaml"
-    config.write_text("api_port: 8100\njob_max_attempts: 5\nclusters:\n  - name: puhti\n")
+    config.write_text(
+        "api_port: 8100\njob_max_attempts: 5\n"
+        "clusters:\n  - name: puhti\n    transport: local\n    workdir: /scratch/p\n"
+    )
     monkeypatch.setenv("SUBMITTER_CONFIG", str(config))
     monkeypatch.setenv("SUBMITTER_API_PORT", "8200")
     settings = load_settings()
     assert settings.api_port == 8200
     assert settings.job_max_attempts == 5
-    assert settings.clusters == [{"name": "puhti"}]
+    assert [(c.name, c.transport, c.workdir) for c in settings.clusters] == [
+        ("puhti", "local", "/scratch/p")
+    ]
+
+
+@pytest.mark.parametrize(
+    ("entry", "words"),
+    [
+        ("- {name: a, workdir: /w}", "transport ssh needs host, user, key_file, known_hosts"),
+        ("- {name: 'a b', transport: local, workdir: /w}", "letters, digits"),
+        ("- {name: a, transport: local, workdir: rel/dir}", "absolute path"),
+        ("- {name: a, transport: local, workdir: /w, password: x}", "Extra inputs"),
+        (
+            "- {name: a, transport: local, workdir: /w}\n"
+            "- {name: a, transport: local, workdir: /v}",
+            "unique",
+        ),
+    ],
+)
+def test_bad_cluster_entries_are_refused_at_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, entry: str, words: str
+) -> None:
+    config = tmp_path / "clusters.yaml"
+    config.write_text("clusters:\n" + entry + "\n")
+    monkeypatch.setenv("SUBMITTER_CONFIG", str(config))
+    with pytest.raises(ConfigError, match="SUBMITTER_CLUSTERS") as raised:
+        load_settings()
+    assert words in str(raised.value)
 
 
 def test_bad_value_names_the_key(monkeypatch: pytest.MonkeyPatch) -> None:

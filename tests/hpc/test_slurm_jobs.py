@@ -33,6 +33,8 @@ def hpc(slurm_cluster: TestCluster, tmp_path_factory: pytest.TempPathFactory) ->
         slurm_cluster.config("here", transport="local"),
         slurm_cluster.config("impostor", known_hosts=str(slurm_cluster.wrong_known_hosts)),
         slurm_cluster.config("stranger", known_hosts=str(slurm_cluster.empty_known_hosts)),
+        # Every remote command of this one takes 2 s more: time to cancel while preparing.
+        slurm_cluster.config("slow", setup=[*slurm_cluster.setup, "sleep 2"]),
         slurm_cluster.config(
             "locked",
             key_file=str(slurm_cluster.passphrase_key_file),
@@ -83,7 +85,7 @@ def test_clusters_are_listed_without_secrets_and_checked(
     response = hpc.api.get("/api/v1/clusters", headers=hpc.headers("viewer"))
     assert response.status_code == 200
     listed = {c["name"]: c for c in response.json()["items"]}
-    assert set(listed) == {"test", "nosacct", "here", "impostor", "stranger", "locked"}
+    assert set(listed) == {"test", "nosacct", "here", "impostor", "stranger", "slow", "locked"}
     text = response.text
     assert str(slurm_cluster.key_file) not in text and "passphrase" not in text
     assert listed["test"]["host"] == "127.0.0.1" and listed["here"]["transport"] == "local"
@@ -292,6 +294,36 @@ def test_cancel_while_pending_and_while_running(hpc: Stack, slurm_cluster: TestC
             time.sleep(0.5)
         assert any(f"scancel {slurm_id}" in line for line in hpc.logs(job["id"]))
         assert hpc.job(job["id"])["state"] == "cancelled"
+
+
+def test_cancel_while_preparing_never_reaches_sbatch(
+    hpc: Stack, slurm_cluster: TestCluster
+) -> None:
+    name = "never-submitted"
+    job = _slurm_job(
+        hpc,
+        cluster="slow",
+        name=name,
+        command="echo should not run",
+        environment={
+            "modules": [slurm_cluster.module_name],
+            "venv": {"name": "slowenv", "system_site_packages": True},
+        },
+    )
+    hpc.wait(job["id"], until=lambda j: j["phase"] == "preparing", timeout=SLOW)
+    response = hpc.api.post(f"/api/v1/jobs/{job['id']}/cancel", headers=hpc.headers("user"))
+    assert response.status_code == 200, response.text
+    # The worker stops at its next check (before sbatch) and records nothing more.
+    deadline = time.monotonic() + 30
+    while not any("job no longer ours" in line for line in hpc.logs(job["id"])):
+        assert time.monotonic() < deadline, hpc.logs(job["id"])
+        time.sleep(0.5)
+    done = hpc.job(job["id"])
+    assert done["state"] == "cancelled" and done["external_id"] is None
+    listed = _ssh(slurm_cluster, "squeue --me --states=all --noheader --format=%j")
+    assert name not in listed
+    if slurm_cluster.accounting:
+        assert name not in _ssh(slurm_cluster, f"sacct -n -X --name={name} --format=JobName")
 
 
 def test_time_limit_overrun_fails_with_timeout(hpc: Stack) -> None:

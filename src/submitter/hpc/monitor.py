@@ -18,7 +18,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 
 from submitter.db.models import Job
 from submitter.db.session import rows_changed
@@ -87,8 +87,12 @@ class Monitor:
                     Job.kind == KIND,
                     Job.external_id.is_not(None),
                     Job.phase.in_([*FOLLOWED_PHASES, "collecting"]),
-                    Job.state.in_([JobState.running, JobState.cancelled]),
-                    Job.run_token.is_(None),
+                    # Followed: released by its worker. To scancel: any cancelled job with a
+                    # SLURM id, even one cancelled in the instant between sbatch and release.
+                    or_(
+                        (Job.state == JobState.running) & Job.run_token.is_(None),
+                        Job.state == JobState.cancelled,
+                    ),
                 )
             ).all()
         for job_id, state, phase, external_id, spec in rows:
