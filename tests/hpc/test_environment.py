@@ -6,13 +6,11 @@ No SLURM needed: the wrapper is an ordinary bash script and the venv script uses
 
 from __future__ import annotations
 
-import shutil
+import json
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-
-import pytest
 
 from submitter.hpc.clusters import ClusterConfig
 from submitter.hpc.environment import READY_MARK, batch_wrapper, create_venv_argv, venv_path
@@ -72,59 +70,46 @@ def test_hostile_package_reaches_pip_as_one_argument(tmp_path: Path) -> None:
     assert not Path(path).exists()  # a failed venv is removed, not left half-made
 
 
+def _run_wrapper(
+    tmp_path: Path, folder: Path, script_text: str, env: dict[str, str]
+) -> subprocess.CompletedProcess[str]:
+    """Write the user script and Submitter's wrapper into `folder`, run it as sbatch would."""
+    control = folder / ".submitter"
+    control.mkdir(parents=True)
+    script = control / "script"
+    script.write_text(script_text)
+    wrapper = control / "job.sbatch"
+    wrapper.write_text(
+        batch_wrapper(
+            _cluster(tmp_path),
+            job_id="j1",
+            folder=str(folder),
+            script=str(script),
+            modules=[],
+            venv=None,
+            env=env,
+            times_file=str(control / "times"),
+        )
+    )
+    return subprocess.run(["bash", str(wrapper)], capture_output=True, text=True, check=False)
+
+
 def test_wrapper_passes_hostile_environment_values_verbatim(tmp_path: Path) -> None:
     sentinel = tmp_path / "pwned"
     values = {f"V{i}": v.format(sentinel=sentinel) for i, v in enumerate(HOSTILE)}
     folder = tmp_path / "job dir; $(x)"
-    (folder / ".submitter").mkdir(parents=True)
-    script = folder / ".submitter" / "script"
-    script.write_text(
-        "import os, json\nprint(json.dumps({k: os.environ[k] for k in sorted(os.environ)"
-        " if k.startswith('V')}))\n"
+    script = (
+        f"#!{sys.executable}\nimport os, json\n"
+        "print(json.dumps({k: os.environ[k] for k in sorted(os.environ) if k.startswith('V')}))\n"
     )
-    text = batch_wrapper(
-        _cluster(tmp_path),
-        job_id="j1",
-        folder=str(folder),
-        script=str(script),
-        modules=[],
-        venv=None,
-        env=values,
-        times_file=str(folder / ".submitter" / "times"),
-    )
-    script.write_text(f"#!{sys.executable}\n" + script.read_text())
-    wrapper = folder / ".submitter" / "job.sbatch"
-    wrapper.write_text(text)
-    done = subprocess.run(["bash", str(wrapper)], capture_output=True, text=True, check=False)
+    done = _run_wrapper(tmp_path, folder, script, values)
     assert done.returncode == 0, done.stderr
-    import json
-
     assert json.loads(done.stdout) == values
     assert not sentinel.exists()
-    assert (folder / ".submitter" / "times").read_text().count("m") >= 4
+    assert (folder / ".submitter" / "times").read_text().count("m") >= 4  # CPU time kept
 
 
 def test_wrapper_keeps_the_script_exit_code(tmp_path: Path) -> None:
-    folder = tmp_path / "job"
-    (folder / ".submitter").mkdir(parents=True)
-    script = folder / ".submitter" / "script"
-    script.write_text("echo failing\nexit 7\n")  # no shebang: run with bash
-    text = batch_wrapper(
-        _cluster(tmp_path),
-        job_id="j2",
-        folder=str(folder),
-        script=str(script),
-        modules=[],
-        venv=None,
-        env={},
-        times_file=str(folder / ".submitter" / "times"),
-    )
-    wrapper = folder / ".submitter" / "job.sbatch"
-    wrapper.write_text(text)
-    done = subprocess.run(["bash", str(wrapper)], capture_output=True, text=True, check=False)
+    # No shebang: the script runs with bash.
+    done = _run_wrapper(tmp_path, tmp_path / "job", "echo failing\nexit 7\n", {})
     assert done.returncode == 7 and done.stdout.strip() == "failing"
-
-
-@pytest.mark.skipif(shutil.which("flock") is None, reason="flock (util-linux) missing")
-def test_flock_is_there() -> None:
-    assert shutil.which("flock")

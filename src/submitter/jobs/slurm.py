@@ -327,22 +327,14 @@ def _ensure_venv(spec: SlurmSpec, ctx: JobContext, cluster: ClusterConfig, base:
 def _submit(
     spec: SlurmSpec, ctx: JobContext, cluster: ClusterConfig, folder: str, wrapper: str
 ) -> NoReturn:
-    resources = spec.resources
-    argv = slurm.sbatch_argv(
-        wrapper,
-        name=spec.name,
-        folder=folder,
-        resources=slurm.Resources(
-            partition=resources.partition or cluster.partition,
-            account=resources.account or cluster.account,
-            nodes=resources.nodes,
-            ntasks=resources.ntasks,
-            cpus_per_task=resources.cpus_per_task,
-            mem=resources.mem,
-            gpus=resources.gpus,
-            time=resources.time,
-        ),
+    resources = slurm.Resources(
+        **{
+            **spec.resources.model_dump(),
+            "partition": spec.resources.partition or cluster.partition,
+            "account": spec.resources.account or cluster.account,
+        }
     )
+    argv = slurm.sbatch_argv(wrapper, name=spec.name, folder=folder, resources=resources)
     ctx.check_cancelled()  # the last point where a cancel means "never submitted"
     done = POOL.run(cluster, argv, retry=False)
     if not done.ok:
