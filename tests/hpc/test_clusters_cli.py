@@ -48,6 +48,7 @@ def test_clusters_list_and_check_from_a_yaml_config(
             assert "debug" in checked.stdout and "python" in checked.stdout.lower()
 
             refused = run(client, "clusters", "check", "impostor")
-            assert refused.returncode == 1 and "does not match" in refused.stdout
+            assert refused.returncode == 1
+            assert "does not match" in refused.stdout + refused.stderr
         finally:
             api.stop()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shlex
 import subprocess
 import time
@@ -18,10 +19,15 @@ from typing import Any
 
 import pytest
 
+from submitter.hpc.accounting import AccountingLookup
+from submitter.hpc.clusters import find_cluster
 from submitter.hpc.monitor import Monitor
+from submitter.hpc.pool import ClusterPool
+from submitter.hpc.slurm import accounting_from_fields
 from tests.conftest import Stack, make_backend, make_stack
 from tests.hpc_cluster import TestCluster
 
+PASSPHRASE_ENV = "HPC_TEST_KEY_PASSPHRASE"
 SLOW = 240  # seconds a SLURM job may take from submit to succeeded on a loaded machine
 
 
@@ -38,14 +44,24 @@ def hpc(slurm_cluster: TestCluster, tmp_path_factory: pytest.TempPathFactory) ->
         slurm_cluster.config(
             "locked",
             key_file=str(slurm_cluster.passphrase_key_file),
-            passphrase_env="SUBMITTER_TEST_KEY_PASSPHRASE",
+            passphrase_env=PASSPHRASE_ENV,
+        ),
+        slurm_cluster.config(
+            "locked-out",
+            key_file=str(slurm_cluster.passphrase_key_file),
+            passphrase_env="HPC_TEST_UNSET_PASSPHRASE",
         ),
     ]
     home = tmp_path_factory.mktemp("hpc")
-    with make_backend("postgres-redis", home) as backend:
-        backend.env["SUBMITTER_CLUSTERS"] = json.dumps(clusters)
-        with make_stack(backend) as stack:
-            yield stack
+    # Worker and beat inherit this process's environment (but its SUBMITTER_* variables).
+    os.environ[PASSPHRASE_ENV] = slurm_cluster.passphrase
+    try:
+        with make_backend("postgres-redis", home) as backend:
+            backend.env["SUBMITTER_CLUSTERS"] = json.dumps(clusters)
+            with make_stack(backend) as stack:
+                yield stack
+    finally:
+        del os.environ[PASSPHRASE_ENV]
 
 
 def _slurm_job(stack: Stack, expect: int = 202, **spec: Any) -> dict[str, Any]:
@@ -85,7 +101,9 @@ def test_clusters_are_listed_without_secrets_and_checked(
     response = hpc.api.get("/api/v1/clusters", headers=hpc.headers("viewer"))
     assert response.status_code == 200
     listed = {c["name"]: c for c in response.json()["items"]}
-    assert set(listed) == {"test", "nosacct", "here", "impostor", "stranger", "slow", "locked"}
+    assert set(listed) == {
+        *("test", "nosacct", "here", "impostor", "stranger", "slow", "locked", "locked-out")
+    }
     text = response.text
     assert str(slurm_cluster.key_file) not in text and "passphrase" not in text
     assert listed["test"]["host"] == "127.0.0.1" and listed["here"]["transport"] == "local"
@@ -233,12 +251,14 @@ def test_local_transport_runs_on_this_host(hpc: Stack, slurm_cluster: TestCluste
     assert Path(slurm_cluster.local_workdir, "submitter", job["id"], "res/where.txt").is_file()
 
 
-def test_passphrase_key_needs_its_variable(hpc: Stack) -> None:
-    # The worker was started without SUBMITTER_TEST_KEY_PASSPHRASE: a clear failure that
-    # names the variable (and never shows a passphrase).
-    job = _slurm_job(hpc, cluster="locked", command="true")
+def test_passphrase_protected_key(hpc: Stack) -> None:
+    job = _slurm_job(hpc, cluster="locked", command="echo unlocked")
     done = hpc.wait(job["id"], timeout=SLOW)
-    assert done["state"] == "failed" and "SUBMITTER_TEST_KEY_PASSPHRASE" in done["error"]
+    assert done["state"] == "succeeded", (done, hpc.logs(job["id"]))
+    # Without its variable: a clear failure naming the variable.
+    job = _slurm_job(hpc, cluster="locked-out", command="true")
+    done = hpc.wait(job["id"], timeout=SLOW)
+    assert done["state"] == "failed" and "HPC_TEST_UNSET_PASSPHRASE" in done["error"]
 
 
 def test_dependency_gets_the_artifact_of_the_job_it_waited_for(hpc: Stack) -> None:
@@ -313,11 +333,10 @@ def test_cancel_while_preparing_never_reaches_sbatch(
     hpc.wait(job["id"], until=lambda j: j["phase"] == "preparing", timeout=SLOW)
     response = hpc.api.post(f"/api/v1/jobs/{job['id']}/cancel", headers=hpc.headers("user"))
     assert response.status_code == 200, response.text
-    # The worker stops at its next check (before sbatch) and records nothing more.
-    deadline = time.monotonic() + 30
-    while not any("job no longer ours" in line for line in hpc.logs(job["id"])):
-        assert time.monotonic() < deadline, hpc.logs(job["id"])
-        time.sleep(0.5)
+    # The worker stops at its next check before sbatch, or is killed after the cancel grace
+    # period if an SSH command holds it longer; either way sbatch never runs. Give it the
+    # time it would have needed to get there (each remote command takes 2 s here).
+    time.sleep(12)
     done = hpc.job(job["id"])
     assert done["state"] == "cancelled" and done["external_id"] is None
     listed = _ssh(slurm_cluster, "squeue --me --states=all --noheader --format=%j")
@@ -415,3 +434,46 @@ def test_hostile_values_that_are_allowed_arrive_verbatim(
     found = _ssh(slurm_cluster, f"find {shlex.quote(slurm_cluster.workdir)} -name pwned")
     assert found.strip() == "", found
     assert _ssh(slurm_cluster, "test -d ~ && echo home-intact").strip() == "home-intact"
+
+
+def test_jobs_the_controller_forgot_are_found_in_the_jobcomp_log(
+    hpc: Stack, slurm_cluster: TestCluster
+) -> None:
+    """After MinJobAge scontrol no longer knows a job; jobcomp/filetxt still does."""
+    slurm_id = _ssh(slurm_cluster, "sbatch --parsable --wrap 'exit 4'").strip()
+    deadline = time.monotonic() + 60
+    while "JobState=FAILED" not in _slurm_state(slurm_cluster, slurm_id):
+        assert time.monotonic() < deadline, _slurm_state(slurm_cluster, slurm_id)
+        time.sleep(0.5)
+    cluster = find_cluster(hpc.runtime.settings.clusters, "nosacct")
+    pool = ClusterPool()
+    try:
+        lookup = AccountingLookup(pool)
+        deadline = time.monotonic() + 30
+        while not (
+            found := lookup.jobcomp_records(cluster, [slurm_id])
+        ):  # written just after the end
+            assert time.monotonic() < deadline
+            time.sleep(0.5)
+        record = accounting_from_fields(found[slurm_id], source="jobcomp")
+        assert (record.state, record.exit_code, record.source) == ("FAILED", 4, "jobcomp")
+        assert record.nodes == 1 and record.elapsed_seconds is not None
+    finally:
+        pool.close()
+
+
+def test_no_key_material_in_jobs_logs_or_metrics(hpc: Stack, slurm_cluster: TestCluster) -> None:
+    """Runs last in this module: every job, log line and metric the tests above produced."""
+    secrets = [
+        slurm_cluster.passphrase,
+        *slurm_cluster.key_file.read_text().splitlines()[1:-1],
+        *slurm_cluster.passphrase_key_file.read_text().splitlines()[1:-1],
+    ]
+    page = hpc.api.get("/api/v1/jobs?limit=500", headers=hpc.headers("admin")).json()
+    assert page["total"] >= 10
+    texts = [json.dumps(page), hpc.api.get("/metrics").text]
+    texts += ["\n".join(hpc.logs(job["id"])) for job in page["items"]]
+    texts += [p.log_path.read_text(errors="replace") for p in hpc.processes]
+    everything = "\n".join(texts)
+    leaked = [s for s in secrets if s and s in everything]
+    assert not leaked

@@ -73,7 +73,7 @@ class AccountingLookup:
             for job_id, fields in self._scontrol(cluster, job_ids).items()
         }
         missing = [j for j in job_ids if j not in found]
-        for job_id, fields in self._jobcomp(cluster, missing).items():
+        for job_id, fields in self.jobcomp_records(cluster, missing).items():
             found[job_id] = slurm.accounting_from_fields(
                 fields, source="jobcomp", cpu_seconds=cpu_seconds.get(job_id)
             )
@@ -89,7 +89,9 @@ class AccountingLookup:
         jobs = slurm.parse_scontrol_jobs(done.stdout)
         return {k: v for k, v in jobs.items() if k in job_ids}
 
-    def _jobcomp(self, cluster: ClusterConfig, job_ids: Collection[str]) -> dict[str, dict]:
+    def jobcomp_records(
+        self, cluster: ClusterConfig, job_ids: Collection[str]
+    ) -> dict[str, dict[str, str]]:
         """Jobs the controller forgot (older than MinJobAge), from jobcomp/filetxt."""
         if not job_ids:
             return {}
