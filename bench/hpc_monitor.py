@@ -60,13 +60,27 @@ def run(count: int, interval: float, timeout: float) -> int:
         with make_stack(backend, beat=False) as stack:
             pool = ClusterPool()
             monitor = Monitor(stack.runtime, pool)
+            accepted_before = _ssh_sessions(cluster)
+            started = time.monotonic()
             ids = _submit(stack, count)
             polls = _follow(stack, monitor, ids, interval, timeout)
+            elapsed = time.monotonic() - started
             jobs = [stack.job(i) for i in ids]
             pool.close()
+            accepted = _ssh_sessions(cluster) - accepted_before
     _report(jobs, polls, interval)
+    print(
+        f"SSH sessions the cluster accepted in all (monitor + 2 worker processes): {accepted}; "
+        f"wall time {elapsed:.0f}s for {count} jobs"
+    )
     failed = [j for j in jobs if j["state"] != "succeeded"]
     return 1 if failed else 0
+
+
+def _ssh_sessions(cluster: Any) -> int:
+    """Sessions the test sshd accepted so far (it logs each at LogLevel VERBOSE)."""
+    log_file = Path(cluster.tmpdir) / "sshd.log"
+    return log_file.read_text(errors="replace").count("Accepted publickey")
 
 
 def _submit(stack: Any, count: int) -> list[str]:
