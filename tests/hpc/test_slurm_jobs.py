@@ -242,12 +242,14 @@ def test_local_transport_runs_on_this_host(hpc: Stack, slurm_cluster: TestCluste
     job = _slurm_job(
         hpc,
         cluster="here",
-        command="mkdir -p res && echo local > res/where.txt",
+        # A symlink out of the job folder is never collected (the job runs as root here).
+        command="mkdir -p res && echo local > res/where.txt && ln -s /etc/shadow res/shadow",
         files={"collect": ["res/*"]},
     )
     done = hpc.wait(job["id"], timeout=SLOW)
     assert done["state"] == "succeeded", (done, hpc.logs(job["id"]))
     assert _artifact(hpc, job["id"], "res/where.txt") == b"local\n"
+    assert "res/shadow" not in _artifact_names(hpc, job["id"])
     assert Path(slurm_cluster.local_workdir, "submitter", job["id"], "res/where.txt").is_file()
 
 
@@ -419,17 +421,21 @@ def test_hostile_values_that_are_allowed_arrive_verbatim(
     payload = f"$(touch {sentinel})\n'; touch {sentinel}; '\n"
     job = _slurm_job(
         hpc,
-        command=f'cat {shlex.quote(odd_target)} > echoed.txt; printf %s "$V" > v.txt',
+        command=(
+            f'cat {shlex.quote(odd_target)} > echoed.txt; printf %s "$V" > v.txt; '
+            "ln -s /etc/passwd passwd.txt"  # a symlink out of the folder: never collected
+        ),
         env={"V": payload},
         files={
             "provide": [{"source": f"inline:{payload}", "target": odd_target}],
-            "collect": ["echoed.txt", "v.txt", "odd dir/*"],
+            "collect": ["*.txt", "odd dir/*"],
         },
     )
     done = hpc.wait(job["id"], timeout=SLOW)
     assert done["state"] == "succeeded", (done, hpc.logs(job["id"]))
     assert _artifact(hpc, job["id"], "echoed.txt").decode() == payload
     assert _artifact(hpc, job["id"], "v.txt").decode() == payload
+    assert "passwd.txt" not in _artifact_names(hpc, job["id"])
     # Nothing ran: no file named exactly `pwned` anywhere under the work folder.
     found = _ssh(slurm_cluster, f"find {shlex.quote(slurm_cluster.workdir)} -name pwned")
     assert found.strip() == "", found
@@ -477,3 +483,22 @@ def test_no_key_material_in_jobs_logs_or_metrics(hpc: Stack, slurm_cluster: Test
     everything = "\n".join(texts)
     leaked = [s for s in secrets if s and s in everything]
     assert not leaked
+
+
+def test_the_embedded_stack_runs_slurm_jobs_too(slurm_cluster: TestCluster, tmp_path: Path) -> None:
+    """SQLite + SQLite broker + local folder (the laptop setup): hand-off, monitor, collect."""
+    with make_backend("embedded", tmp_path) as backend:
+        backend.env["SUBMITTER_CLUSTERS"] = json.dumps([slurm_cluster.config("test")])
+        with make_stack(backend) as stack:
+            job = _slurm_job(
+                stack,
+                command="sleep 1; echo 6 > six.txt",
+                files={
+                    "provide": [{"source": "inline:unused", "target": "in.txt"}],
+                    "collect": ["six.txt"],
+                },
+            )
+            done = stack.wait(job["id"], timeout=SLOW)
+            assert done["state"] == "succeeded", (done, stack.logs(job["id"]))
+            assert _artifact(stack, job["id"], "six.txt") == b"6\n"
+            assert done["result"]["slurm"]["state"] == "COMPLETED"
