@@ -56,6 +56,7 @@ def _print_job(job: dict[str, Any], as_json: bool) -> None:
         "progress",
         "message",
         "attempts",
+        "external_id",
         "depends_on",
         "created_at",
         "started_at",

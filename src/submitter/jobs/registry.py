@@ -4,11 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
 from submitter.jobs.context import JobContext
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
+
+    from submitter.runtime import Runtime
+
+#: (spec with references replaced by ids, dataset ids it reads, pydantic-style errors)
+ResolvedSpec = tuple[dict[str, Any], list[str], list[dict[str, Any]]]
 
 
 @dataclass(frozen=True)
@@ -30,7 +38,7 @@ class JobKind:
     dataset_fields: tuple[str, ...] = ()
     #: For references nested deeper than a field: `(runtime, connection, spec)` →
     #: `(spec, dataset ids, pydantic-style errors)`, run in the submit transaction.
-    resolve_spec: Callable[[Any, Any, dict[str, Any]], Any] | None = None
+    resolve_spec: Callable[[Runtime, Connection, dict[str, Any]], ResolvedSpec] | None = None
 
 
 class UnknownKind(LookupError):

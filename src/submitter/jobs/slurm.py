@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import io
 import re
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from sqlalchemy import Connection, select
@@ -47,8 +47,11 @@ from submitter.hpc.staging import (
 )
 from submitter.hpc.transport import Transport
 from submitter.jobs.context import HandedOff, JobCancelled, JobContext, JobFailed
-from submitter.jobs.registry import JobKind
+from submitter.jobs.registry import JobKind, ResolvedSpec
 from submitter.storage.keys import InvalidName
+
+if TYPE_CHECKING:
+    from submitter.runtime import Runtime
 
 _WORD = r"^[A-Za-z0-9_.+-]{1,64}$"
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
@@ -186,7 +189,7 @@ class SlurmSpec(BaseModel):
 
 def resolve_spec(
     clusters: list[ClusterConfig], connection: Connection, spec: dict[str, Any]
-) -> tuple[dict[str, Any], list[str], list[dict[str, Any]]]:
+) -> ResolvedSpec:
     """At submit: the cluster must exist; dataset refs become ids; artifacts must exist."""
     from submitter.datasets.service import find_id
     from submitter.db.models import Artifact, Job
@@ -421,7 +424,7 @@ def _tail(text: str, limit: int = 1500) -> str:
     return text.strip()[-limit:] or "(no output)"
 
 
-def _prepare_spec_hook(runtime: Any, connection: Connection, spec: dict[str, Any]) -> Any:
+def _resolve_spec(runtime: Runtime, connection: Connection, spec: dict[str, Any]) -> ResolvedSpec:
     return resolve_spec(runtime.settings.clusters, connection, spec)
 
 
@@ -431,5 +434,5 @@ KIND = JobKind(
     run=run,
     queue="hpc",
     description="A batch job on a SLURM cluster: staged, submitted, monitored, collected.",
-    resolve_spec=_prepare_spec_hook,
+    resolve_spec=_resolve_spec,
 )
