@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 
 from submitter import __version__
 from submitter.api.metrics import Metrics, MetricsMiddleware
-from submitter.api.routes import clusters, datasets, health, jobs, models
+from submitter.api.routes import clusters, datasets, health, jobs, models, schedules
 from submitter.api.uploads import BadUpload, UploadTooLarge
 from submitter.config import Settings, get_settings
 from submitter.datasets.errors import QueryError
@@ -24,6 +24,7 @@ from submitter.jobs.service import InvalidJob, JobConflict, JobNotFound
 from submitter.registry.predictors import PredictorCache
 from submitter.registry.service import InvalidModelRequest, ModelNotFound
 from submitter.runtime import Runtime
+from submitter.schedules.service import ScheduleConflict, ScheduleNotFound
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -52,6 +53,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(datasets.router)
     app.include_router(models.router)
     app.include_router(clusters.router)
+    app.include_router(schedules.router)
     _add_error_handlers(app)
     return app
 
@@ -75,6 +77,8 @@ def _add_error_handlers(app: FastAPI) -> None:
         (ArtifactNotFound, 404),
         (DatasetNotFound, 404),
         (JobConflict, 409),
+        (ScheduleNotFound, 404),
+        (ScheduleConflict, 409),
         (DatasetInUse, 409),
         (ModelNotFound, 404),
         (UnknownCluster, 404),

@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Float,
     ForeignKey,
     Index,
@@ -57,6 +58,8 @@ class Job(Base):
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     run_token: Mapped[str | None] = mapped_column(String(32), default=None)
     worker: Mapped[str | None] = mapped_column(String(255), default=None)
+    #: The schedule that submitted this job (no foreign key: history outlives the schedule).
+    schedule_id: Mapped[str | None] = mapped_column(String(32), default=None, index=True)
 
     dependencies: Mapped[list[JobDependency]] = relationship(
         foreign_keys="JobDependency.job_id", cascade="all, delete-orphan", lazy="selectin"
@@ -212,3 +215,34 @@ class ModelAlias(Base):
     alias: Mapped[str] = mapped_column(String(64), primary_key=True)
     version: Mapped[int] = mapped_column(Integer)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Schedule(Base):
+    """A job request submitted periodically by beat (see submitter.schedules).
+
+    `next_run_at` is also the claim: beat advances it with a conditional UPDATE, so two beat
+    processes never fire the same run.
+    """
+
+    __tablename__ = "schedules"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    kind: Mapped[str] = mapped_column(String(64))
+    spec: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    cron: Mapped[str | None] = mapped_column(String(200), default=None)
+    interval_seconds: Mapped[float | None] = mapped_column(Float, default=None)
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    allow_overlap: Mapped[bool] = mapped_column(Boolean, default=False)
+    owner: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    next_run_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    last_run_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    last_job_id: Mapped[str | None] = mapped_column(String(32), default=None)
+    #: What happened at the last fire when no job was submitted (skipped, refused).
+    last_message: Mapped[str | None] = mapped_column(Text, default=None)
+    runs: Mapped[int] = mapped_column(Integer, default=0)
+
+    __table_args__ = (Index("ix_schedules_enabled_next_run_at", "enabled", "next_run_at"),)

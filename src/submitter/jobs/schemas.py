@@ -37,6 +37,7 @@ class JobOut(BaseModel):
     attempts: int
     external_id: str | None
     idempotency_key: str | None
+    schedule_id: str | None = Field(description="The schedule that submitted this job, if any.")
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None

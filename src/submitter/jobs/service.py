@@ -90,14 +90,13 @@ def submit(
     owner: str,
     depends_on: list[str] | None = None,
     idempotency_key: str | None = None,
+    schedule_id: str | None = None,
 ) -> tuple[Job, bool]:
     """Create a job and enqueue it when it is ready. Return (job, created).
 
     The same `idempotency_key` from the same owner returns the first job (created=False).
     """
     queue, normalised = validate_request(kind, spec)
-    job_kind = get_kind(kind)
-    dataset_fields = job_kind.dataset_fields
     depends_on = list(dict.fromkeys(depends_on or []))
     if idempotency_key is not None:
         existing = _find_idempotent(runtime, owner, idempotency_key)
@@ -107,20 +106,7 @@ def submit(
     try:
         # Core, not the ORM unit of work: this is the API's hot path (bench/dispatch.py).
         with runtime.engine.begin() as connection:
-            dataset_ids: list[str] = []
-            if dataset_fields:
-                normalised, dataset_ids, errors = resolve_spec_datasets(
-                    connection, dataset_fields, normalised
-                )
-                if errors:
-                    raise InvalidJob(errors)
-            if job_kind.resolve_spec is not None:
-                normalised, more_ids, errors = job_kind.resolve_spec(
-                    runtime, connection, normalised
-                )
-                if errors:
-                    raise InvalidJob(errors)
-                dataset_ids += more_ids
+            normalised, dataset_ids = resolve_references(runtime, connection, kind, normalised)
             dep_states = dependency_states(connection, depends_on)
             missing = [d for d in depends_on if d not in dep_states]
             if missing:
@@ -145,6 +131,7 @@ def submit(
                 "spec": normalised,
                 "owner": owner,
                 "idempotency_key": idempotency_key,
+                "schedule_id": schedule_id,
                 "attempts": 0,
                 "max_attempts": runtime.settings.job_max_attempts,
                 "created_at": now,
@@ -181,6 +168,28 @@ def submit(
         resolve_waiting(runtime, [job_id])
         job = get_job(runtime, job_id)
     return job, True
+
+
+def resolve_references(
+    runtime: Runtime, connection: Connection, kind: str, normalised: dict[str, Any]
+) -> tuple[dict[str, Any], list[str]]:
+    """Pin the datasets and artifacts a validated spec names (`credit` → its latest version's
+    id). Return the pinned spec and the dataset ids it reads; raise InvalidJob naming the
+    field of a reference that does not resolve."""
+    job_kind = get_kind(kind)
+    dataset_ids: list[str] = []
+    if job_kind.dataset_fields:
+        normalised, dataset_ids, errors = resolve_spec_datasets(
+            connection, job_kind.dataset_fields, normalised
+        )
+        if errors:
+            raise InvalidJob(errors)
+    if job_kind.resolve_spec is not None:
+        normalised, more_ids, errors = job_kind.resolve_spec(runtime, connection, normalised)
+        if errors:
+            raise InvalidJob(errors)
+        dataset_ids += more_ids
+    return normalised, dataset_ids
 
 
 def _find_idempotent(runtime: Runtime, owner: str, key: str) -> Job | None:
@@ -229,6 +238,7 @@ def list_jobs(
     *,
     state: str | None = None,
     kind: str | None = None,
+    schedule_id: str | None = None,
     limit: int = 50,
     offset: int = 0,
 ) -> tuple[list[Job], int]:
@@ -237,6 +247,8 @@ def list_jobs(
         query = query.where(Job.state == state)
     if kind:
         query = query.where(Job.kind == kind)
+    if schedule_id:
+        query = query.where(Job.schedule_id == schedule_id)
     with runtime.reads() as session:
         total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
         items = session.scalars(

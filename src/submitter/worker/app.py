@@ -16,7 +16,7 @@ from celery import Celery
 from kombu import Exchange, Queue
 
 from submitter.config import Settings
-from submitter.worker.dispatch import HPC_MONITOR_TASK
+from submitter.worker.dispatch import HPC_MONITOR_TASK, SCHEDULES_TASK
 from submitter.worker.sqlite_broker import broker_url
 
 QUEUES = ("default", "train", "hpc")
@@ -62,6 +62,11 @@ def create_celery_app(settings: Settings) -> Celery:
                 "task": HPC_MONITOR_TASK,
                 "schedule": timedelta(seconds=intervals["hpc_monitor"]),
                 "options": {"queue": "hpc", "expires": intervals["hpc_monitor"]},
+            },
+            "submitter-schedules": {
+                "task": SCHEDULES_TASK,
+                "schedule": timedelta(seconds=intervals["schedules"]),
+                "options": {"queue": "default", "expires": intervals["schedules"]},
             },
         },
     )

@@ -7,6 +7,7 @@ from celery import Celery
 RUN_JOB_TASK = "submitter.run_job"
 RECONCILE_TASK = "submitter.reconcile"
 HPC_MONITOR_TASK = "submitter.hpc_monitor"
+SCHEDULES_TASK = "submitter.schedules"
 
 # Fail fast when the broker is down: the job is in the database already and the
 # reconciler will send its message later. The HTTP request must not hang.

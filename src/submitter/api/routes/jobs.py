@@ -44,10 +44,13 @@ def list_jobs(
     _: Viewer,
     state: JobState | None = None,
     kind: str | None = None,
+    schedule: Annotated[str | None, Query(description="Only jobs of this schedule id.")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> Page[JobOut]:
-    items, total = service.list_jobs(runtime, state=state, kind=kind, limit=limit, offset=offset)
+    items, total = service.list_jobs(
+        runtime, state=state, kind=kind, schedule_id=schedule, limit=limit, offset=offset
+    )
     return Page(items=[JobOut.model_validate(j) for j in items], total=total)
 
 
