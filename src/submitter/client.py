@@ -64,7 +64,7 @@ class Client:
             except ValueError:
                 detail = response.text
             raise ApiError(response.status_code, detail)
-        return response.json()
+        return None if response.status_code == 204 else response.json()
 
     # ---- operations ---------------------------------------------------------------
     def health(self) -> dict[str, Any]:
@@ -100,13 +100,21 @@ class Client:
         return job
 
     def jobs(
-        self, *, state: str | None = None, kind: str | None = None, limit: int = 50, offset: int = 0
+        self,
+        *,
+        state: str | None = None,
+        kind: str | None = None,
+        schedule: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
     ) -> dict[str, Any]:
         params: dict[str, Any] = {"limit": limit, "offset": offset}
         if state:
             params["state"] = state
         if kind:
             params["kind"] = kind
+        if schedule:
+            params["schedule"] = schedule
         page: dict[str, Any] = self._request("GET", "/api/v1/jobs", params=params)
         return page
 
@@ -210,9 +218,7 @@ class Client:
         return result
 
     def delete_dataset(self, ref: str) -> None:
-        response = self._http.delete(f"/api/v1/datasets/{ref}")
-        if response.status_code >= 400:
-            raise ApiError(response.status_code, response.json().get("detail"))
+        self._request("DELETE", f"/api/v1/datasets/{ref}")
 
     # ---- training, registry, predictions ------------------------------------------
     def train(self, dataset: str, target: str, model_name: str, **spec: Any) -> JobHandle:
@@ -222,6 +228,58 @@ class Client:
         )
         return JobHandle(self, job["id"])
 
+    # ---- schedules -------------------------------------------------------------------
+    def create_schedule(
+        self,
+        name: str,
+        kind: str,
+        spec: dict[str, Any] | None = None,
+        *,
+        cron: str | None = None,
+        every: float | None = None,
+        timezone: str | None = None,
+        enabled: bool = True,
+        allow_overlap: bool = False,
+    ) -> dict[str, Any]:
+        """Submit `kind` with `spec` on a `cron` expression or `every` N seconds."""
+        body: dict[str, Any] = {
+            "name": name,
+            "kind": kind,
+            "spec": spec or {},
+            "cron": cron,
+            "interval_seconds": every,
+            "enabled": enabled,
+            "allow_overlap": allow_overlap,
+        }
+        if timezone:
+            body["timezone"] = timezone
+        schedule: dict[str, Any] = self._request("POST", "/api/v1/schedules", json=body)
+        return schedule
+
+    def schedules(self, *, limit: int = 50, offset: int = 0) -> dict[str, Any]:
+        page: dict[str, Any] = self._request(
+            "GET", "/api/v1/schedules", params={"limit": limit, "offset": offset}
+        )
+        return page
+
+    def schedule(self, ref: str) -> dict[str, Any]:
+        schedule: dict[str, Any] = self._request("GET", f"/api/v1/schedules/{ref}")
+        return schedule
+
+    def update_schedule(self, ref: str, **changes: Any) -> dict[str, Any]:
+        """Change fields, e.g. `enabled=False` to pause, `cron="0 4 * * *"`."""
+        schedule: dict[str, Any] = self._request("PATCH", f"/api/v1/schedules/{ref}", json=changes)
+        return schedule
+
+    def run_schedule(self, ref: str) -> dict[str, Any]:
+        """Submit the schedule's job now; returns the job."""
+        job: dict[str, Any] = self._request("POST", f"/api/v1/schedules/{ref}/run")
+        return job
+
+    def delete_schedule(self, ref: str) -> None:
+        self._request("DELETE", f"/api/v1/schedules/{ref}")
+
+    # ---- clusters ---------------------------------------------------------------------
     def clusters(self) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = self._request("GET", "/api/v1/clusters")["items"]
         return items

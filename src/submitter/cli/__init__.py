@@ -7,7 +7,7 @@ import sys
 import typer
 from rich.console import Console
 
-from submitter.cli import clusters, datasets, demo, jobs, keys, models, server
+from submitter.cli import clusters, datasets, demo, jobs, keys, models, schedules, server
 from submitter.config import ConfigError
 
 app = typer.Typer(
@@ -23,6 +23,7 @@ app.add_typer(jobs.app, name="jobs")
 app.add_typer(datasets.app, name="datasets")
 app.add_typer(models.app, name="models")
 app.add_typer(clusters.app, name="clusters")
+app.add_typer(schedules.app, name="schedules")
 app.command("demo")(demo.demo)
 
 

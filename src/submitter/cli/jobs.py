@@ -111,6 +111,7 @@ def submit(
 def list_(
     state: Annotated[str | None, typer.Option()] = None,
     kind: Annotated[str | None, typer.Option()] = None,
+    schedule: Annotated[str | None, typer.Option(help="Only jobs of this schedule id.")] = None,
     limit: int = 20,
     offset: int = 0,
     as_json: Annotated[bool, typer.Option("--json")] = False,
@@ -118,7 +119,9 @@ def list_(
     """List jobs, newest first."""
     with _client() as client:
         try:
-            page = client.jobs(state=state, kind=kind, limit=limit, offset=offset)
+            page = client.jobs(
+                state=state, kind=kind, schedule=schedule, limit=limit, offset=offset
+            )
         except ApiError as error:
             raise fail(error) from None
     if as_json:
