@@ -78,7 +78,10 @@ class Settings(BaseSettings):
     api_port: int = Field(default=7500, ge=1, le=65535)
     admin_key: SecretStr | None = Field(default=None, description="Bootstrap admin API key.")
     flower_user: str = "admin"
-    flower_password: SecretStr | None = None
+    flower_password: SecretStr | None = Field(
+        default=None, description="Flower's basic-auth password; `submitter flower` needs it."
+    )
+    flower_port: int = Field(default=7501, ge=1, le=65535)
     scheduler_times: str = DEFAULT_SCHEDULER_TIMES
     config: Path | None = Field(default=None, description="YAML file with the same keys.")
 

@@ -122,6 +122,39 @@ def beat() -> None:
     )
 
 
+def flower(
+    port: Annotated[int | None, typer.Option(help="Default: SUBMITTER_FLOWER_PORT")] = None,
+) -> None:
+    """Run Flower (live workers, tasks, broker) behind basic auth, on SUBMITTER_API_HOST.
+
+    Flower lets anyone who reaches it revoke tasks and shut workers down, so it never starts
+    without SUBMITTER_FLOWER_PASSWORD. It needs a broker with broadcast (Redis, RabbitMQ);
+    on the embedded SQLite broker it shows no workers.
+    """
+    from submitter.worker.app import create_celery_app
+
+    settings = _settings("flower")
+    if settings.flower_password is None:
+        console.print(
+            "[red]SUBMITTER_FLOWER_PASSWORD is not set[/red]: Flower always runs behind "
+            f"basic auth (user SUBMITTER_FLOWER_USER={settings.flower_user!r})"
+        )
+        raise typer.Exit(2)
+    credentials = f"{settings.flower_user}:{settings.flower_password.get_secret_value()}"
+    celery = create_celery_app(settings)
+    # In-process argv: the password is not on this process's command line (`ps` shows
+    # `submitter flower`).
+    celery.start(
+        [
+            "flower",
+            f"--address={settings.api_host}",
+            f"--port={port or settings.flower_port}",
+            f"--basic-auth={credentials}",
+            "--purge-offline-workers=60",
+        ]
+    )
+
+
 def up(
     concurrency: Annotated[int | None, typer.Option(help="Worker pool processes.")] = None,
 ) -> None:
@@ -137,9 +170,10 @@ def up(
     env["SUBMITTER_HOME"] = str(settings.home)
     base = [sys.executable, "-m", "submitter"]
     worker_cmd = [*base, "worker"] + ([f"--concurrency={concurrency}"] if concurrency else [])
-    supervisor = Supervisor(
-        {"api": [*base, "api"], "worker": worker_cmd, "beat": [*base, "beat"]}, env=env
-    )
+    commands = {"api": [*base, "api"], "worker": worker_cmd, "beat": [*base, "beat"]}
+    if settings.flower_password is not None and not settings.broker.startswith("sqla+"):
+        commands["flower"] = [*base, "flower"]
+    supervisor = Supervisor(commands, env=env)
     url = f"http://{settings.api_host}:{settings.api_port}"
     console.print(f"Submitter on [bold]{url}[/bold] (docs: {url}/docs); home {settings.home}")
     if settings.admin_key is None:
@@ -172,4 +206,5 @@ def register(app: typer.Typer) -> None:
     app.command()(api)
     app.command()(worker)
     app.command()(beat)
+    app.command()(flower)
     app.command()(up)
