@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 
 from submitter import __version__
 from submitter.api.metrics import Metrics, MetricsMiddleware
-from submitter.api.routes import clusters, datasets, health, jobs, models, schedules
+from submitter.api.routes import clusters, datasets, health, jobs, models, schedules, workers
 from submitter.api.uploads import BadUpload, UploadTooLarge
 from submitter.config import Settings, get_settings
 from submitter.datasets.errors import QueryError
@@ -54,6 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(models.router)
     app.include_router(clusters.router)
     app.include_router(schedules.router)
+    app.include_router(workers.router)
     _add_error_handlers(app)
     return app
 

@@ -77,6 +77,7 @@ def worker(
 ) -> None:
     """Run a Celery worker. Reconciles once at start (jobs lost while no worker ran)."""
     from submitter.runtime import Runtime
+    from submitter.worker import presence
     from submitter.worker.reconciler import reconcile
 
     settings = _settings("worker")
@@ -92,6 +93,7 @@ def worker(
     runtime = Runtime(settings)
     celery = runtime.celery
     celery.submitter_runtime = runtime  # type: ignore[attr-defined]
+    presence.attach(celery, runtime, queue_list)
     try:
         reconcile(runtime)
     except Exception as error:  # the worker is still useful; beat reconciles again soon

@@ -246,3 +246,23 @@ class Schedule(Base):
     runs: Mapped[int] = mapped_column(Integer, default=0)
 
     __table_args__ = (Index("ix_schedules_enabled_next_run_at", "enabled", "next_run_at"),)
+
+
+class Worker(Base):
+    """A `submitter worker` process as it reports itself (see submitter.worker.presence).
+
+    Kept in the database, not asked over the broker: it works on every broker (the embedded
+    SQLite one has no broadcast), and a worker that died without a word shows as offline.
+    """
+
+    __tablename__ = "workers"
+
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)  # Celery node name
+    hostname: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    queues: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    concurrency: Mapped[int] = mapped_column(Integer)
+    version: Mapped[str] = mapped_column(String(32))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    stopped_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
