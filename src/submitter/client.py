@@ -279,6 +279,11 @@ class Client:
     def delete_schedule(self, ref: str) -> None:
         self._request("DELETE", f"/api/v1/schedules/{ref}")
 
+    def workers(self) -> list[dict[str, Any]]:
+        """Worker processes: state (online, offline, stopped), queues, running jobs."""
+        items: list[dict[str, Any]] = self._request("GET", "/api/v1/workers")["items"]
+        return items
+
     # ---- clusters ---------------------------------------------------------------------
     def clusters(self) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = self._request("GET", "/api/v1/clusters")["items"]

@@ -238,3 +238,19 @@ def test_models_commands(served: dict[str, str], tmp_path: Path) -> None:
     assert aliases == {"production": 1}
     missing = run(served, "models", "promote", "toy", "7")
     assert missing.returncode == 1 and "404" in missing.stderr
+
+
+def test_workers_command_lists_the_running_worker(served: dict[str, str]) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        listed = run(served, "workers", "--json")
+        assert listed.returncode == 0, listed.stderr
+        workers = json.loads(listed.stdout)
+        if workers:
+            break
+        assert time.monotonic() < deadline, "the worker never reported itself"
+        time.sleep(0.3)
+    assert [w["state"] for w in workers] == ["online"]
+    assert workers[0]["concurrency"] == 1
+    table = run(served, "workers")
+    assert workers[0]["name"] in table.stdout and "online" in table.stdout

@@ -7,7 +7,17 @@ import sys
 import typer
 from rich.console import Console
 
-from submitter.cli import clusters, datasets, demo, jobs, keys, models, schedules, server
+from submitter.cli import (
+    clusters,
+    datasets,
+    demo,
+    jobs,
+    keys,
+    models,
+    schedules,
+    server,
+    workers,
+)
 from submitter.config import ConfigError
 
 app = typer.Typer(
@@ -25,6 +35,7 @@ app.add_typer(models.app, name="models")
 app.add_typer(clusters.app, name="clusters")
 app.add_typer(schedules.app, name="schedules")
 app.command("demo")(demo.demo)
+app.command("workers")(workers.workers)
 
 
 def main() -> None:
