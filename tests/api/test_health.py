@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from fastapi.testclient import TestClient
 
 from submitter.api.app import create_app
@@ -45,3 +47,6 @@ def test_metrics_show_requests_jobs_and_queues(stack: Stack) -> None:
     assert 'submitter_http_request_duration_seconds_bucket{le="0.005",method="POST"' in text
     assert 'submitter_jobs{kind="echo",state="succeeded"}' in text
     assert 'submitter_queue_depth{queue="default"}' in text
+    online = re.search(r'^submitter_workers\{state="online"\} (\S+)$', text, re.MULTILINE)
+    assert online is not None and float(online.group(1)) >= 1, text
+    assert 'submitter_schedules{state="enabled"}' in text

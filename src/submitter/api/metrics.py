@@ -1,11 +1,13 @@
-"""Prometheus metrics: HTTP requests and latency, jobs by kind and state, queue depth.
+"""Prometheus metrics: HTTP requests and latency, jobs by kind and state, queue depth,
+workers by state, schedules.
 
-Job counts and queue depths are read at scrape time from the database and the broker,
-so they are right whatever process changed them (API, any worker, the reconciler).
+Counts and queue depths are read at scrape time from the database and the broker, so they
+are right whatever process changed them (API, any worker, beat).
 """
 
 from __future__ import annotations
 
+import collections
 import logging
 import time
 from collections.abc import Iterator
@@ -17,9 +19,10 @@ from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from submitter.db.models import Job
+from submitter.db.models import Job, Schedule
 from submitter.runtime import Runtime
 from submitter.worker.broker import queue_depths
+from submitter.worker.presence import list_workers
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +54,30 @@ class JobsCollector(Collector):
         except Exception as error:
             logger.warning("metrics: queue depth unavailable: %s", error)
         yield depth
+        yield from self._workers_and_schedules()
+
+    def _workers_and_schedules(self) -> Iterator[GaugeMetricFamily]:
+        workers = GaugeMetricFamily(
+            "submitter_workers", "Worker processes by state.", labels=["state"]
+        )
+        schedules = GaugeMetricFamily(
+            "submitter_schedules", "Schedules, enabled or paused.", labels=["state"]
+        )
+        try:
+            counts = collections.Counter(w.state for w in list_workers(self.runtime))
+            for state in ("online", "offline", "stopped"):
+                workers.add_metric([state], counts.get(state, 0))
+            with self.runtime.reads() as session:
+                rows = session.execute(
+                    select(Schedule.enabled, func.count()).group_by(Schedule.enabled)
+                ).all()
+            by_state = {("enabled" if enabled else "paused"): n for enabled, n in rows}
+            for state in ("enabled", "paused"):
+                schedules.add_metric([state], by_state.get(state, 0))
+        except Exception as error:
+            logger.warning("metrics: workers/schedules unavailable: %s", error)
+        yield workers
+        yield schedules
 
 
 class Metrics:
