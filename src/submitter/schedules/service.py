@@ -188,7 +188,10 @@ def fire_due(runtime: Runtime, now: datetime | None = None) -> FireReport:
             .limit(FIRE_BATCH)
         ).all()
     for schedule in due:
-        _fire(runtime, schedule, now, report)
+        try:
+            _fire(runtime, schedule, now, report)
+        except Exception:  # one schedule must not hold up the others; it is due again
+            logger.exception("schedule %s could not be fired", schedule.name)
     return report
 
 
@@ -215,6 +218,12 @@ def _fire(runtime: Runtime, schedule: Schedule, now: datetime, report: FireRepor
             )
         except jobs.InvalidJob as error:  # e.g. its dataset was deleted since
             values["last_message"] = f"run due at {due_at.isoformat()} refused: {error}"
+            report.refused.append(schedule.id)
+        except Exception as error:  # a kind's own check broke: skip the run, do not retry it
+            logger.exception("schedule %s: submitting failed", schedule.name)
+            values["last_message"] = (
+                f"run due at {due_at.isoformat()} failed to submit: {type(error).__name__}: {error}"
+            )
             report.refused.append(schedule.id)
         else:
             values.update(last_job_id=job.id, last_message=None, runs=Schedule.runs + 1)
