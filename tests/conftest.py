@@ -157,6 +157,17 @@ class Process:
         return "\n".join(text[-lines:])
 
 
+def eventually(what: Callable[[], Any], timeout: float = 30, every: float = 0.2) -> Any:
+    """Poll `what` until it returns something truthy; return that, or fail after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = what()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out after {timeout} s; last value {value!r}"
+        time.sleep(every)
+
+
 @dataclass
 class Stack:
     """A backend with worker and beat processes and an API client per role."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 import itertools
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -21,7 +21,7 @@ from submitter.jobs import service as jobs
 from submitter.schedules import service as schedules
 from submitter.security import Role, create_key, revoke_key
 from tests.api.test_datasets import SMALL, upload
-from tests.conftest import Stack
+from tests.conftest import Stack, eventually
 
 
 @pytest.fixture
@@ -70,17 +70,6 @@ def _pause(stack: Stack, schedule_id: str) -> dict[str, Any]:
     return paused
 
 
-def _until(what: Callable[[], Any], timeout: float = 30) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = what()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out; last value {value!r}")
-        time.sleep(0.1)
-
-
 def test_interval_schedule_submits_jobs_that_run_until_paused(
     stack: Stack, made: list[str]
 ) -> None:
@@ -89,7 +78,7 @@ def test_interval_schedule_submits_jobs_that_run_until_paused(
     assert schedule["next_run_at"] is not None
     assert schedule["spec"] == {"message": "tick", "sleep_seconds": 0.0, "fail": False}
 
-    done = _until(
+    done = eventually(
         lambda: [j for j in _jobs_of(stack, schedule["id"]) if j["state"] == "succeeded"][2:]
     )
     assert all(j["result"]["message"] == "tick" for j in done)
@@ -112,14 +101,16 @@ def test_a_run_is_skipped_while_the_previous_one_is_still_active(
     schedule = _create(
         stack, made, interval_seconds=1, spec={"message": "slow", "sleep_seconds": 3}
     )
-    skipped = _until(
+    skipped = eventually(
         lambda: (
             "is still" in (_get(stack, schedule["id"])["last_message"] or "")
             and _get(stack, schedule["id"])
         )
     )
     assert "not submitted: the previous run, job" in skipped["last_message"]
-    _until(lambda: [j for j in _jobs_of(stack, schedule["id"]) if j["state"] == "succeeded"][1:])
+    eventually(
+        lambda: [j for j in _jobs_of(stack, schedule["id"]) if j["state"] == "succeeded"][1:]
+    )
     _pause(stack, schedule["id"])
     runs = sorted(_jobs_of(stack, schedule["id"]), key=lambda j: j["created_at"])
     for earlier, later in itertools.pairwise(runs):
@@ -137,7 +128,7 @@ def test_overlap_can_be_allowed(stack: Stack, made: list[str]) -> None:
         spec={"message": "x", "sleep_seconds": 4},
     )
     # A new job each second although each runs for four.
-    _until(lambda: len(_jobs_of(stack, schedule["id"])) >= 3)
+    eventually(lambda: len(_jobs_of(stack, schedule["id"])) >= 3)
     _pause(stack, schedule["id"])
     assert _get(stack, schedule["id"])["last_message"] is None
 
@@ -202,7 +193,7 @@ def test_a_run_whose_dataset_is_gone_is_refused_and_the_schedule_stays(
     deleted = stack.api.delete(f"/api/v1/datasets/{name}@1", headers=stack.headers("user"))
     assert deleted.status_code == 204, deleted.text
     _make_due(stack, schedule["id"])
-    refused = _until(
+    refused = eventually(
         lambda: (_get(stack, schedule["id"])["last_message"] or "") and _get(stack, schedule["id"])
     )
     assert "refused" in refused["last_message"] and "spec.dataset" in refused["last_message"]
@@ -230,7 +221,7 @@ def test_revoking_the_key_disables_its_schedules(stack: Stack, made: list[str]) 
     with stack.runtime.transaction() as session:
         revoke_key(session, row.id)
     _make_due(stack, schedule["id"])
-    disabled = _until(
+    disabled = eventually(
         lambda: not _get(stack, schedule["id"])["enabled"] and _get(stack, schedule["id"])
     )
     assert "revoked" in disabled["last_message"]
@@ -257,7 +248,7 @@ def test_two_beats_firing_the_same_run_submit_one_job(stack: Stack, made: list[s
     # Eight "beats" fire at once, besides the real beat process.
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(lambda _: schedules.fire_due(stack.runtime), range(8)))
-    runs = _until(lambda: _jobs_of(stack, schedule["id"]))
+    runs = eventually(lambda: _jobs_of(stack, schedule["id"]))
     time.sleep(1)  # the real beat ticks twice more
     assert len(_jobs_of(stack, schedule["id"])) == len(runs) == 1
     shown = _get(stack, schedule["id"])
@@ -285,7 +276,7 @@ def test_a_beat_that_died_after_submitting_is_not_repeated(stack: Stack, made: l
             .where(Schedule.id == schedule["id"])
             .values(next_run_at=due, enabled=True)
         )
-    _until(lambda: datetime.fromisoformat(_get(stack, schedule["id"])["next_run_at"]) > due)
+    eventually(lambda: datetime.fromisoformat(_get(stack, schedule["id"])["next_run_at"]) > due)
     assert [j["id"] for j in _jobs_of(stack, schedule["id"])] == [job.id]
     assert _get(stack, schedule["id"])["last_job_id"] == job.id
 

@@ -3,11 +3,9 @@ with its queues, pool size and running jobs; stopped after SIGTERM; offline afte
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from typing import Any
 
-from tests.conftest import Backend, Stack, make_stack
+from tests.conftest import Backend, Stack, eventually, make_stack
 
 
 def _workers(stack: Stack) -> dict[int, dict[str, Any]]:
@@ -16,25 +14,15 @@ def _workers(stack: Stack) -> dict[int, dict[str, Any]]:
     return {w["pid"]: w for w in response.json()["items"]}
 
 
-def _until(what: Callable[[], Any], timeout: float = 30) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = what()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out; last value {value!r}"
-        time.sleep(0.2)
-
-
 def test_workers_report_themselves_and_their_jobs(stack: Stack) -> None:
     worker_pid = stack.processes[0].pid
-    me = _until(lambda: _workers(stack).get(worker_pid))
+    me = eventually(lambda: _workers(stack).get(worker_pid))
     assert me["state"] == "online"
     assert me["concurrency"] == 2
     assert set(me["queues"]) == {"default", "train", "hpc"}
     assert me["name"].startswith("celery@")
     job = stack.submit(spec={"message": "busy", "sleep_seconds": 3})
-    busy = _until(lambda: job["id"] in _workers(stack)[worker_pid]["running_jobs"])
+    busy = eventually(lambda: job["id"] in _workers(stack)[worker_pid]["running_jobs"])
     assert busy
     stack.wait(job["id"])
     assert job["id"] not in _workers(stack)[worker_pid]["running_jobs"]
@@ -45,13 +33,13 @@ def test_stopped_and_killed_workers(fresh_backend: Backend) -> None:
     with make_stack(fresh_backend, worker=False, beat=False) as stack:
         calm = stack.start("worker", "--concurrency=1", "--hostname=calm@%h")
         doomed = stack.start("worker", "--concurrency=1", "--hostname=doomed@%h")
-        _until(lambda: {calm.pid, doomed.pid} <= _workers(stack).keys())
+        eventually(lambda: {calm.pid, doomed.pid} <= _workers(stack).keys())
         calm.stop()
         assert _workers(stack)[calm.pid]["state"] == "stopped"
         doomed.kill_group()
         # A killed worker says nothing: it turns offline when three heartbeats are missed
         # (SUBMITTER_JOB_LEASE_SECONDS=3 in tests: a heartbeat a second).
-        offline = _until(lambda: _workers(stack)[doomed.pid]["state"] == "offline", timeout=20)
+        offline = eventually(lambda: _workers(stack)[doomed.pid]["state"] == "offline", timeout=20)
         assert offline
         names = {w["name"] for w in _workers(stack).values()}
         assert any(n.startswith("calm@") for n in names)

@@ -4,24 +4,13 @@ live workers, and the task history of real jobs."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from tests.cli.test_cli import _free_port, run
-from tests.conftest import Process, make_backend, make_stack
-
-
-def _until(what: Callable[[], Any], timeout: float = 60) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = what()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out; last value {value!r}"
-        time.sleep(0.5)
+from tests.conftest import Process, eventually, make_backend, make_stack
 
 
 def test_flower_needs_a_password(tmp_path: Path) -> None:
@@ -50,13 +39,13 @@ def test_flower_shows_workers_and_tasks_behind_basic_auth(tmp_path: Path) -> Non
                 except httpx.TransportError:
                     return None
 
-            assert _until(answers) == 401, flower.tail()
+            assert eventually(answers, timeout=60) == 401, flower.tail()
             wrong = httpx.get(f"{url}/api/workers", auth=("ops", "guess"))
             assert wrong.status_code == 401
             auth = ("ops", "flower-test-password")
             assert httpx.get(url, auth=auth).status_code == 200
 
-            workers = _until(
+            workers = eventually(
                 lambda: httpx.get(f"{url}/api/workers", params={"refresh": 1}, auth=auth).json()
             )
             assert any(name.startswith("celery@") for name in workers), workers
@@ -76,7 +65,7 @@ def test_flower_shows_workers_and_tasks_behind_basic_auth(tmp_path: Path) -> Non
                     time.sleep(0.5)
                 return []  # events were not on yet when it ran: another job
 
-            tasks = _until(a_recorded_run)
+            tasks = eventually(a_recorded_run, timeout=60)
             assert tasks[0]["name"] == "submitter.run_job"
             assert tasks[0]["state"] == "SUCCESS"
             assert "flower-test-password" not in flower.tail(400)

@@ -31,6 +31,15 @@ def _client() -> Client:
     return Client()
 
 
+def parse_spec(spec: str) -> Any:
+    """The `--spec` option's JSON; exit 2 (usage error) when it is not JSON."""
+    try:
+        return json.loads(spec)
+    except json.JSONDecodeError as error:
+        err.print(f"[red]--spec is not valid JSON[/red]: {error}")
+        raise typer.Exit(2) from None
+
+
 def fail(error: ApiError) -> typer.Exit:
     """Print an API error (one line per field for a 422); the Exit to raise."""
     detail = error.detail
@@ -84,11 +93,7 @@ def submit(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Submit a job of KIND, e.g. `submitter jobs submit echo --spec '{"message": "hi"}'`."""
-    try:
-        spec_value = json.loads(spec)
-    except json.JSONDecodeError as error:
-        err.print(f"[red]--spec is not valid JSON[/red]: {error}")
-        raise typer.Exit(2) from None
+    spec_value = parse_spec(spec)
     with _client() as client:
         try:
             job = client.submit(

@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from submitter.cli.jobs import STATE_STYLE, err, fail
+from submitter.cli.jobs import STATE_STYLE, fail, parse_spec
 from submitter.client import ApiError, Client
 
 app = typer.Typer(help="Periodic jobs: cron or interval, run by beat.", no_args_is_help=True)
@@ -61,16 +61,11 @@ def create(
     as_json: AsJson = False,
 ) -> None:
     """Submit a KIND job with --spec on --cron or --every N seconds."""
-    try:
-        spec_value = json.loads(spec)
-    except json.JSONDecodeError as error:
-        err.print(f"[red]--spec is not valid JSON[/red]: {error}")
-        raise typer.Exit(2) from None
     schedule = _call(
         "create_schedule",
         name,
         kind,
-        spec_value,
+        parse_spec(spec),
         cron=cron,
         every=every,
         timezone=timezone,
