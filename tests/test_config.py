@@ -113,11 +113,16 @@ def test_postgres_url_uses_psycopg3() -> None:
 
 
 def test_scheduler_times_positional_and_named() -> None:
-    defaults = {"reconcile": 10.0, "hpc_monitor": 30.0, "schedules": 1.0}
+    defaults = {"reconcile": 10.0, "hpc_monitor": 30.0, "schedules": 1.0, "hpc_cleanup": 600.0}
     assert parse_scheduler_times("5") == {**defaults, "reconcile": 5.0}
     assert parse_scheduler_times("5|60") == {**defaults, "reconcile": 5.0, "hpc_monitor": 60.0}
-    assert parse_scheduler_times("5|60|2") == {"reconcile": 5, "hpc_monitor": 60, "schedules": 2}
+    assert parse_scheduler_times("5|60|2|9") == {
+        "reconcile": 5,
+        "hpc_monitor": 60,
+        "schedules": 2,
+        "hpc_cleanup": 9,
+    }
     assert parse_scheduler_times("hpc_monitor=7") == {**defaults, "hpc_monitor": 7.0}
-    for bad in ("0", "1|2|3|4", "nightly=5", "-1"):
+    for bad in ("0", "1|2|3|4|5", "nightly=5", "-1"):
         with pytest.raises(ValueError):
             parse_scheduler_times(bad)

@@ -23,8 +23,8 @@ from pydantic_settings import (
 from submitter.hpc.clusters import ClusterConfig
 
 #: Built-in maintenance tasks, in the order their intervals appear in `SUBMITTER_SCHEDULER_TIMES`.
-MAINTENANCE_TASKS = ("reconcile", "hpc_monitor", "schedules")
-DEFAULT_SCHEDULER_TIMES = "10|30|1"
+MAINTENANCE_TASKS = ("reconcile", "hpc_monitor", "schedules", "hpc_cleanup")
+DEFAULT_SCHEDULER_TIMES = "10|30|1|600"
 
 
 class ConfigError(Exception):
@@ -34,11 +34,12 @@ class ConfigError(Exception):
 def parse_scheduler_times(value: str) -> dict[str, float]:
     """Parse `SUBMITTER_SCHEDULER_TIMES`.
 
-    Positional seconds (`10|30|1`: reconcile, hpc_monitor, schedules) or named
-    (`reconcile=5|hpc_monitor=60`). `schedules` is how often beat looks for due schedules.
+    Positional seconds (`10|30|1|600`: reconcile, hpc_monitor, schedules, hpc_cleanup) or
+    named (`reconcile=5|hpc_monitor=60`). `schedules` is how often beat looks for due
+    schedules, `hpc_cleanup` how often ended jobs' folders are removed from the clusters.
     Missing entries keep their default.
     """
-    defaults = dict(zip(MAINTENANCE_TASKS, (10.0, 30.0, 1.0), strict=True))
+    defaults = dict(zip(MAINTENANCE_TASKS, (10.0, 30.0, 1.0, 600.0), strict=True))
     parts = [p.strip() for p in value.split("|") if p.strip()]
     result = dict(defaults)
     for index, part in enumerate(parts):

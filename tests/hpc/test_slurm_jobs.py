@@ -24,7 +24,7 @@ from submitter.hpc.clusters import find_cluster
 from submitter.hpc.monitor import Monitor
 from submitter.hpc.pool import ClusterPool
 from submitter.hpc.slurm import accounting_from_fields
-from tests.conftest import Stack, make_backend, make_stack
+from tests.conftest import Stack, eventually, make_backend, make_stack
 from tests.hpc_cluster import TestCluster
 
 PASSPHRASE_ENV = "HPC_TEST_KEY_PASSPHRASE"
@@ -36,7 +36,7 @@ def hpc(slurm_cluster: TestCluster, tmp_path_factory: pytest.TempPathFactory) ->
     clusters = [
         slurm_cluster.config("test"),
         slurm_cluster.config("nosacct", accounting="scontrol"),
-        slurm_cluster.config("here", transport="local"),
+        slurm_cluster.config("here", transport="local", keep_job_folders="always"),
         slurm_cluster.config("impostor", known_hosts=str(slurm_cluster.wrong_known_hosts)),
         slurm_cluster.config("stranger", known_hosts=str(slurm_cluster.empty_known_hosts)),
         # Every remote command of this one takes 2 s more: time to cancel while preparing.
@@ -236,6 +236,24 @@ def test_failing_script_fails_with_its_exit_code_and_accounting(hpc: Stack) -> N
     assert done["result"]["slurm"]["source"] in ("scontrol", "jobcomp")
     assert done["result"]["slurm"]["cpu_seconds"] is not None  # from the wrapper's `times`
     assert any("about to fail" in line for line in hpc.logs(job["id"]))
+
+
+def test_folders_of_ended_jobs_go_as_the_cluster_says(
+    hpc: Stack, slurm_cluster: TestCluster
+) -> None:
+    # Cluster `test` keeps the default `keep_job_folders: failed`.
+    ok = _slurm_job(hpc, command="echo fine > out.txt", files={"collect": ["out.txt"]})
+    bad = _slurm_job(hpc, command="echo broken > out.txt; exit 4")
+    assert hpc.wait(ok["id"], timeout=SLOW)["state"] == "succeeded"
+    assert hpc.wait(bad["id"], timeout=SLOW)["state"] == "failed"
+
+    def present(job_id: str) -> bool:
+        folder = shlex.quote(f"{slurm_cluster.workdir}/submitter/{job_id}")
+        return _ssh(slurm_cluster, f"test -d {folder} && echo yes || echo no").strip() == "yes"
+
+    eventually(lambda: not present(ok["id"]), timeout=60)  # beat's hpc_cleanup, every 1 s here
+    assert _artifact(hpc, ok["id"], "out.txt") == b"fine\n"  # the outputs are in the store
+    assert present(bad["id"])  # kept for debugging: that job failed
 
 
 def test_local_transport_runs_on_this_host(hpc: Stack, slurm_cluster: TestCluster) -> None:

@@ -46,6 +46,11 @@ class ClusterConfig(BaseModel):
     accounting: Literal["auto", "sacct", "scontrol"] = Field(
         default="auto", description="auto: sacct when the cluster has accounting, else scontrol."
     )
+    keep_job_folders: Literal["always", "failed", "never"] = Field(
+        default="failed",
+        description="Job folders left on the cluster once jobs ended (outputs are in the "
+        "artifact store): all, only those of jobs that did not succeed, or none.",
+    )
     connect_timeout: float = Field(default=15.0, gt=0)
     command_timeout: float = Field(default=600.0, gt=0)
     venv_timeout: float = Field(default=3600.0, gt=0, description="Creating one venv.")

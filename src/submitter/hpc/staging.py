@@ -27,8 +27,13 @@ CONTROL_DIR = ".submitter"
 MAX_COLLECTED_FILES = 10_000
 
 
+def jobs_root(base: str) -> str:
+    """Where job folders live under a cluster's (expanded) workdir."""
+    return f"{base}/submitter"
+
+
 def job_folder(base: str, job_id: str) -> str:
-    return f"{base}/submitter/{job_id}"
+    return f"{jobs_root(base)}/{job_id}"
 
 
 def check_target(target: str) -> str:

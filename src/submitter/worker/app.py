@@ -16,7 +16,7 @@ from celery import Celery
 from kombu import Exchange, Queue
 
 from submitter.config import Settings
-from submitter.worker.dispatch import HPC_MONITOR_TASK, SCHEDULES_TASK
+from submitter.worker.dispatch import HPC_CLEANUP_TASK, HPC_MONITOR_TASK, SCHEDULES_TASK
 from submitter.worker.sqlite_broker import broker_url
 
 QUEUES = ("default", "train", "hpc")
@@ -67,6 +67,11 @@ def create_celery_app(settings: Settings) -> Celery:
                 "task": SCHEDULES_TASK,
                 "schedule": timedelta(seconds=intervals["schedules"]),
                 "options": {"queue": "default", "expires": intervals["schedules"]},
+            },
+            "submitter-hpc-cleanup": {
+                "task": HPC_CLEANUP_TASK,
+                "schedule": timedelta(seconds=intervals["hpc_cleanup"]),
+                "options": {"queue": "hpc", "expires": intervals["hpc_cleanup"]},
             },
         },
     )

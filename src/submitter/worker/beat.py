@@ -4,10 +4,11 @@ Two differences from Celery's default (PersistentScheduler):
 
 - The schedule is kept in memory: no `celerybeat-schedule` shelve (a pickle file) on disk.
   The built-in entries are intervals; after a restart they simply start counting again.
-- Maintenance tasks (the reconciler, the HPC monitor, firing user schedules) run *here*, in
-  the beat process, instead of being sent to a worker. A reconciler queued behind hours of
-  training jobs, or with every worker dead, would recover nothing; beat runs where the clock
-  is and needs only the database and the broker (and, for the monitor, the clusters).
+- Maintenance tasks (the reconciler, the HPC monitor and clean-up, firing user schedules)
+  run *here*, in the beat process, instead of being sent to a worker. A reconciler queued
+  behind hours of training jobs, or with every worker dead, would recover nothing; beat
+  runs where the clock is and needs only the database and the broker (and, for the HPC
+  tasks, the clusters).
 - User schedules live in the database (`schedules` table), not in beat's schedule: one
   entry looks for due ones each tick, so schedules made through the API start without a
   beat restart, and two beat processes never fire the same run (see
@@ -23,7 +24,12 @@ from typing import Any
 from celery import beat
 
 from submitter.runtime import Runtime
-from submitter.worker.dispatch import HPC_MONITOR_TASK, RECONCILE_TASK, SCHEDULES_TASK
+from submitter.worker.dispatch import (
+    HPC_CLEANUP_TASK,
+    HPC_MONITOR_TASK,
+    RECONCILE_TASK,
+    SCHEDULES_TASK,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +46,12 @@ def _hpc_monitor(runtime: Runtime) -> None:
     poll_clusters(runtime)
 
 
+def _hpc_cleanup(runtime: Runtime) -> None:
+    from submitter.hpc.cleanup import clean_up
+
+    clean_up(runtime)
+
+
 def _schedules(runtime: Runtime) -> None:
     from submitter.schedules.service import fire_due
 
@@ -50,6 +62,7 @@ IN_BEAT: dict[str, Callable[[Runtime], None]] = {
     RECONCILE_TASK: _reconcile,
     HPC_MONITOR_TASK: _hpc_monitor,
     SCHEDULES_TASK: _schedules,
+    HPC_CLEANUP_TASK: _hpc_cleanup,
 }
 
 

@@ -8,6 +8,7 @@ RUN_JOB_TASK = "submitter.run_job"
 RECONCILE_TASK = "submitter.reconcile"
 HPC_MONITOR_TASK = "submitter.hpc_monitor"
 SCHEDULES_TASK = "submitter.schedules"
+HPC_CLEANUP_TASK = "submitter.hpc_cleanup"
 
 # Fail fast when the broker is down: the job is in the database already and the
 # reconciler will send its message later. The HTTP request must not hang.

@@ -23,6 +23,7 @@ from sqlalchemy import delete, select, update
 
 from submitter import __version__
 from submitter.db.models import Job, Worker
+from submitter.db.session import rows_changed
 from submitter.db.types import utcnow
 from submitter.jobs.states import JobState
 from submitter.runtime import Runtime
@@ -47,11 +48,10 @@ def attach(celery: Celery, runtime: Runtime, queues: list[str]) -> None:
         state["name"] = name
         controller = getattr(sender, "controller", None)
         concurrency = int(getattr(controller, "concurrency", 0) or 0)
-        try:
-            register(runtime, name, queues, concurrency)
-        except Exception:
-            logger.exception("could not register worker %s", name)
-        sender.timer.call_repeatedly(heartbeat_seconds(runtime), _beat, (runtime, name))
+        _beat(runtime, name, queues, concurrency)
+        sender.timer.call_repeatedly(
+            heartbeat_seconds(runtime), _beat, (runtime, name, queues, concurrency)
+        )
 
     def shutdown(**_: Any) -> None:
         if "name" in state:
@@ -84,16 +84,21 @@ def register(runtime: Runtime, name: str, queues: list[str], concurrency: int) -
         )
 
 
-def _beat(runtime: Runtime, name: str) -> None:
+def _beat(runtime: Runtime, name: str, queues: list[str], concurrency: int) -> None:
+    """Refresh this worker's row, or write it if it is missing: the first write may have
+    failed (database busy or away at start), or the row was removed."""
     try:
         with runtime.transaction() as session:
-            session.execute(
+            seen = rows_changed(
+                session,
                 update(Worker)
                 .where(Worker.name == name, Worker.pid == os.getpid())
-                .values(last_seen_at=utcnow())
+                .values(last_seen_at=utcnow()),
             )
+        if not seen:
+            register(runtime, name, queues, concurrency)
     except Exception as error:  # the database is away: the next beat tries again
-        logger.warning("worker heartbeat failed: %s", error)
+        logger.warning("worker heartbeat of %s failed: %s", name, error)
 
 
 def mark_stopped(runtime: Runtime, name: str) -> None:

@@ -10,14 +10,31 @@ interval cannot be set as an option; a subclass under its own URL scheme sets it
 
 from __future__ import annotations
 
+from typing import Any
+
 from kombu.transport import TRANSPORT_ALIASES
+from kombu.transport.sqlalchemy import Channel as SQLAlchemyChannel
 from kombu.transport.sqlalchemy import Transport as SQLAlchemyTransport
+from sqlalchemy.exc import IntegrityError
 
 SCHEME = "submitter-sqla"
 POLLING_INTERVAL = 0.05
 
 
+class Channel(SQLAlchemyChannel):  # type: ignore[misc]
+    def _get_or_create(self, queue: str) -> Any:
+        """kombu checks, then inserts the queue row under a lock that only holds within one
+        process: two workers starting on a fresh broker file both insert, and the loser's
+        IntegrityError stopped it ("Unrecoverable error"). Take the winner's row instead."""
+        try:
+            return super()._get_or_create(queue)
+        except IntegrityError:
+            self.session.rollback()
+            return self.session.query(self.queue_cls).filter(self.queue_cls.name == queue).one()
+
+
 class Transport(SQLAlchemyTransport):  # type: ignore[misc]
+    Channel = Channel
     polling_interval = POLLING_INTERVAL
 
 
