@@ -27,7 +27,9 @@ from submitter.worker.presence import list_workers
 logger = logging.getLogger(__name__)
 
 
-class JobsCollector(Collector):
+class PlatformCollector(Collector):
+    """Jobs, queues, workers and schedules, read when Prometheus scrapes."""
+
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
 
@@ -97,7 +99,7 @@ class Metrics:
             ["method", "route"],
             registry=self.registry,
         )
-        self.registry.register(JobsCollector(runtime))
+        self.registry.register(PlatformCollector(runtime))
 
 
 class MetricsMiddleware:
