@@ -284,6 +284,11 @@ class Client:
         items: list[dict[str, Any]] = self._request("GET", "/api/v1/workers")["items"]
         return items
 
+    def tasks(self) -> list[dict[str, Any]]:
+        """Beat's built-in tasks: state (ok, failing, late, never), last run, errors."""
+        items: list[dict[str, Any]] = self._request("GET", "/api/v1/tasks")["items"]
+        return items
+
     # ---- clusters ---------------------------------------------------------------------
     def clusters(self) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = self._request("GET", "/api/v1/clusters")["items"]

@@ -51,6 +51,11 @@ def test_create_watch_pause_run_and_delete_a_schedule(
         assert bad.returncode == 1
         assert "cron" in bad.stderr and "5 fields" in bad.stderr
 
+        # The same beat's own tasks, as `submitter tasks` shows them.
+        tasks = {t["name"]: t for t in json.loads(run(served, "tasks", "--json").stdout)}
+        assert tasks["schedules"]["state"] == "ok" and tasks["schedules"]["runs"] >= 1
+        assert "reconcile" in run(served, "tasks").stdout
+
         deleted = run(served, "schedules", "delete", "tick")
         assert deleted.returncode == 0, deleted.stderr
         assert run(served, "schedules", "show", "tick").returncode == 1

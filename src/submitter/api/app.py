@@ -12,7 +12,16 @@ from fastapi.responses import JSONResponse
 
 from submitter import __version__
 from submitter.api.metrics import Metrics, MetricsMiddleware
-from submitter.api.routes import clusters, datasets, health, jobs, models, schedules, workers
+from submitter.api.routes import (
+    clusters,
+    datasets,
+    health,
+    jobs,
+    models,
+    schedules,
+    tasks,
+    workers,
+)
 from submitter.api.uploads import BadUpload, UploadTooLarge
 from submitter.config import Settings, get_settings
 from submitter.datasets.errors import QueryError
@@ -55,6 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(clusters.router)
     app.include_router(schedules.router)
     app.include_router(workers.router)
+    app.include_router(tasks.router)
     _add_error_handlers(app)
     return app
 

@@ -1,5 +1,5 @@
 """Prometheus metrics: HTTP requests and latency, jobs by kind and state, queue depth,
-workers by state, schedules.
+workers by state, schedules, the age of beat's last run of each built-in task.
 
 Counts and queue depths are read at scrape time from the database and the broker, so they
 are right whatever process changed them (API, any worker, beat).
@@ -20,7 +20,9 @@ from sqlalchemy import func, select
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from submitter.db.models import Job, Schedule
+from submitter.db.types import utcnow
 from submitter.runtime import Runtime
+from submitter.worker.beat_status import list_tasks
 from submitter.worker.broker import queue_depths
 from submitter.worker.presence import list_workers
 
@@ -28,7 +30,7 @@ logger = logging.getLogger(__name__)
 
 
 class PlatformCollector(Collector):
-    """Jobs, queues, workers and schedules, read when Prometheus scrapes."""
+    """Jobs, queues, workers, schedules and beat's tasks, read when Prometheus scrapes."""
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
@@ -80,6 +82,19 @@ class PlatformCollector(Collector):
             logger.warning("metrics: workers/schedules unavailable: %s", error)
         yield workers
         yield schedules
+        age = GaugeMetricFamily(
+            "submitter_beat_task_age_seconds",
+            "Seconds since beat last started each built-in task (alert when it grows).",
+            labels=["task"],
+        )
+        try:
+            now = utcnow()
+            for task in list_tasks(self.runtime):
+                if task.last_started_at is not None:
+                    age.add_metric([task.name], (now - task.last_started_at).total_seconds())
+        except Exception as error:
+            logger.warning("metrics: beat tasks unavailable: %s", error)
+        yield age
 
 
 class Metrics:

@@ -14,9 +14,9 @@ from submitter.cli import (
     jobs,
     keys,
     models,
+    operations,
     schedules,
     server,
-    workers,
 )
 from submitter.config import ConfigError
 
@@ -35,7 +35,8 @@ app.add_typer(models.app, name="models")
 app.add_typer(clusters.app, name="clusters")
 app.add_typer(schedules.app, name="schedules")
 app.command("demo")(demo.demo)
-app.command("workers")(workers.workers)
+app.command("workers")(operations.workers)
+app.command("tasks")(operations.tasks)
 
 
 def main() -> None:

@@ -266,3 +266,20 @@ class Worker(Base):
     started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     stopped_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+
+
+class BeatTask(Base):
+    """How beat's built-in tasks (reconcile, hpc_monitor, schedules, hpc_cleanup) fared:
+    written by beat (see submitter.worker.beat_status), read by `/api/v1/tasks` and
+    `/metrics`, so "is beat running?" has an answer."""
+
+    __tablename__ = "beat_tasks"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    interval_seconds: Mapped[float] = mapped_column(Float)
+    last_started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_duration_seconds: Mapped[float] = mapped_column(Float)
+    last_error: Mapped[str | None] = mapped_column(Text, default=None)
+    runs: Mapped[int] = mapped_column(BigInteger, default=0)
+    failures: Mapped[int] = mapped_column(BigInteger, default=0)
+    beat: Mapped[str] = mapped_column(String(255))  # host/pid of the beat that wrote it

@@ -18,12 +18,15 @@ Two differences from Celery's default (PersistentScheduler):
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
 from celery import beat
 
+from submitter.db.types import utcnow
 from submitter.runtime import Runtime
+from submitter.worker.beat_status import BeatStatus
 from submitter.worker.dispatch import (
     HPC_CLEANUP_TASK,
     HPC_MONITOR_TASK,
@@ -58,11 +61,12 @@ def _schedules(runtime: Runtime) -> None:
     fire_due(runtime)
 
 
-IN_BEAT: dict[str, Callable[[Runtime], None]] = {
-    RECONCILE_TASK: _reconcile,
-    HPC_MONITOR_TASK: _hpc_monitor,
-    SCHEDULES_TASK: _schedules,
-    HPC_CLEANUP_TASK: _hpc_cleanup,
+#: Celery task name → (name in SUBMITTER_SCHEDULER_TIMES and /api/v1/tasks, function).
+IN_BEAT: dict[str, tuple[str, Callable[[Runtime], None]]] = {
+    RECONCILE_TASK: ("reconcile", _reconcile),
+    HPC_MONITOR_TASK: ("hpc_monitor", _hpc_monitor),
+    SCHEDULES_TASK: ("schedules", _schedules),
+    HPC_CLEANUP_TASK: ("hpc_cleanup", _hpc_cleanup),
 }
 
 
@@ -70,18 +74,30 @@ class Scheduler(beat.Scheduler):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._runtime: Runtime | None = None
+        self._status: BeatStatus | None = None
 
     def runtime(self) -> Runtime:
         if self._runtime is None:
             self._runtime = Runtime(self.app.conf["submitter_settings"], celery=self.app)
         return self._runtime
 
+    def status(self) -> BeatStatus:
+        if self._status is None:
+            self._status = BeatStatus(self.runtime())
+        return self._status
+
     def apply_entry(self, entry: beat.ScheduleEntry, producer: Any = None) -> None:
-        run_here = IN_BEAT.get(entry.task)
-        if run_here is None:
+        in_beat = IN_BEAT.get(entry.task)
+        if in_beat is None:
             super().apply_entry(entry, producer)
             return
+        name, run_here = in_beat
+        started, clock = utcnow(), time.monotonic()
+        error = None
         try:
             run_here(self.runtime())
-        except Exception:  # one failed round must not stop beat; the next one retries
+        except Exception as exc:  # one failed round must not stop beat; the next one retries
             logger.exception("maintenance task %s failed", entry.task)
+            error = f"{type(exc).__name__}: {exc}"
+        interval = self.runtime().settings.maintenance_intervals[name]
+        self.status().record(name, interval, started, time.monotonic() - clock, error)
