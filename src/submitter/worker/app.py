@@ -16,10 +16,23 @@ from celery import Celery
 from kombu import Exchange, Queue
 
 from submitter.config import Settings
-from submitter.worker.dispatch import HPC_CLEANUP_TASK, HPC_MONITOR_TASK, SCHEDULES_TASK
+from submitter.worker.dispatch import (
+    HPC_CLEANUP_TASK,
+    HPC_MONITOR_TASK,
+    RECONCILE_TASK,
+    SCHEDULES_TASK,
+)
 from submitter.worker.sqlite_broker import broker_url
 
 QUEUES = ("default", "train", "hpc")
+#: Beat's built-in entries: name in SUBMITTER_SCHEDULER_TIMES → (task, queue). Beat runs
+#: them itself (submitter.worker.beat); the queue only matters to another scheduler.
+MAINTENANCE_ENTRIES = {
+    "reconcile": (RECONCILE_TASK, "default"),
+    "hpc_monitor": (HPC_MONITOR_TASK, "hpc"),
+    "schedules": (SCHEDULES_TASK, "default"),
+    "hpc_cleanup": (HPC_CLEANUP_TASK, "hpc"),
+}
 
 
 def create_celery_app(settings: Settings) -> Celery:
@@ -53,26 +66,12 @@ def create_celery_app(settings: Settings) -> Celery:
         worker_redirect_stdouts=False,
         worker_concurrency=settings.worker_concurrency,
         beat_schedule={
-            "submitter-reconcile": {
-                "task": "submitter.reconcile",
-                "schedule": timedelta(seconds=intervals["reconcile"]),
-                "options": {"queue": "default", "expires": intervals["reconcile"]},
-            },
-            "submitter-hpc-monitor": {
-                "task": HPC_MONITOR_TASK,
-                "schedule": timedelta(seconds=intervals["hpc_monitor"]),
-                "options": {"queue": "hpc", "expires": intervals["hpc_monitor"]},
-            },
-            "submitter-schedules": {
-                "task": SCHEDULES_TASK,
-                "schedule": timedelta(seconds=intervals["schedules"]),
-                "options": {"queue": "default", "expires": intervals["schedules"]},
-            },
-            "submitter-hpc-cleanup": {
-                "task": HPC_CLEANUP_TASK,
-                "schedule": timedelta(seconds=intervals["hpc_cleanup"]),
-                "options": {"queue": "hpc", "expires": intervals["hpc_cleanup"]},
-            },
+            f"submitter-{name.replace('_', '-')}": {
+                "task": task,
+                "schedule": timedelta(seconds=intervals[name]),
+                "options": {"queue": queue, "expires": intervals[name]},
+            }
+            for name, (task, queue) in MAINTENANCE_ENTRIES.items()
         },
     )
     app.conf["submitter_settings"] = settings
