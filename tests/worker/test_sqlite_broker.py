@@ -8,15 +8,15 @@ import sys
 import time
 from pathlib import Path
 
-# Each process waits for the same instant, then declares the queue and sends one message.
+# Each process waits for the same instant, then creates the broker tables and the queue
+# (kombu does both on first use) and sends one message.
 DECLARE = """
 import sys, time
 from kombu import Connection
 import submitter.worker.sqlite_broker as broker
-start = float(sys.argv[2])
+time.sleep(max(0.0, float(sys.argv[2]) - time.time()))
 with Connection(broker.broker_url("sqla+sqlite:///" + sys.argv[1])) as connection:
     queue = connection.SimpleQueue("race")
-    time.sleep(max(0.0, start - time.time()))
     queue.put({"from": sys.argv[3]})
     queue.close()
 """
