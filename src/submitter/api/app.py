@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
-from fastapi.exception_handlers import request_validation_exception_handler
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from submitter import __version__
+from submitter.api import errors
 from submitter.api.metrics import Metrics, MetricsMiddleware
 from submitter.api.routes import (
     clusters,
@@ -70,32 +69,32 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 def _add_error_handlers(app: FastAPI) -> None:
+    errors.install(
+        app,
+        statuses={
+            JobNotFound: 404,
+            ArtifactNotFound: 404,
+            DatasetNotFound: 404,
+            ScheduleNotFound: 404,
+            ModelNotFound: 404,
+            UnknownCluster: 404,
+            JobConflict: 409,
+            ScheduleConflict: 409,
+            DatasetInUse: 409,
+            clusters.ClusterCheckFailed: 502,
+        },
+        field_errors={
+            BadUpload: "body",
+            InvalidDataset: "body",
+            QueryError: "query",
+            InvalidModelRequest: "path",
+        },
+    )
+
     @app.exception_handler(InvalidJob)
-    async def invalid_job(request: Request, error: InvalidJob) -> JSONResponse:
+    async def invalid_job(_: Request, error: InvalidJob) -> JSONResponse:
         # Same shape as FastAPI's own 422s: a list whose `loc` names the field.
-        return await request_validation_exception_handler(
-            request, RequestValidationError(error.errors)
-        )
-
-    def detail(status_code: int) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
-        async def handler(_: Request, error: Exception) -> JSONResponse:
-            return JSONResponse({"detail": str(error).strip("'\"")}, status_code=status_code)
-
-        return handler
-
-    for error_type, status_code in (
-        (JobNotFound, 404),
-        (ArtifactNotFound, 404),
-        (DatasetNotFound, 404),
-        (JobConflict, 409),
-        (ScheduleNotFound, 404),
-        (ScheduleConflict, 409),
-        (DatasetInUse, 409),
-        (ModelNotFound, 404),
-        (UnknownCluster, 404),
-        (clusters.ClusterCheckFailed, 502),
-    ):
-        app.add_exception_handler(error_type, detail(status_code))
+        return errors.unprocessable(error.errors)
 
     @app.exception_handler(UploadTooLarge)
     async def too_large(_: Request, error: UploadTooLarge) -> JSONResponse:
@@ -104,21 +103,3 @@ def _add_error_handlers(app: FastAPI) -> None:
         return JSONResponse(
             {"detail": str(error)}, status_code=413, headers={"Connection": "close"}
         )
-
-    def field_error(location: str) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
-        async def handler(request: Request, error: Exception) -> JSONResponse:
-            field = getattr(error, "field", "")
-            reason = getattr(error, "reason", None) or str(error)
-            return await request_validation_exception_handler(
-                request,
-                RequestValidationError(
-                    [{"loc": [location, field], "msg": reason, "type": "value_error"}]
-                ),
-            )
-
-        return handler
-
-    app.add_exception_handler(BadUpload, field_error("body"))
-    app.add_exception_handler(InvalidDataset, field_error("body"))
-    app.add_exception_handler(QueryError, field_error("query"))
-    app.add_exception_handler(InvalidModelRequest, field_error("path"))
