@@ -100,8 +100,30 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(
         default=1 << 30, ge=1, description="Largest dataset upload; larger ones get 413."
     )
+    max_request_bytes: int = Field(
+        default=16 << 20,
+        ge=1024,
+        description="Largest request body other than a dataset upload; larger ones get 413.",
+    )
     model_cache_bytes: int = Field(
         default=1 << 30, ge=1, description="Memory for loaded models in each API process."
+    )
+    max_dataset_bytes: int = Field(
+        default=8 << 30,
+        ge=1 << 20,
+        description="Largest decoded (in-memory) size of a dataset; a compressed upload that "
+        "expands past it is refused (422) while it streams, and stored ones are not read.",
+    )
+    max_row_group_bytes: int = Field(
+        default=256 << 20,
+        ge=1 << 16,
+        description="Largest uncompressed Parquet row group: a reader holds one at a time, so "
+        "this bounds the memory of every dataset read; upload larger ones re-chunked.",
+    )
+    max_cell_bytes: int = Field(
+        default=1 << 20,
+        ge=1024,
+        description="Largest single value (cell) of a dataset, and of one CSV row.",
     )
     worker_concurrency: int | None = Field(default=None, ge=1)
     worker_queues: str = "default,train,hpc"

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from submitter import __version__
-from submitter.api import errors
+from submitter.api import errors, inputs
 from submitter.api.metrics import Metrics, MetricsMiddleware
 from submitter.api.routes import (
     clusters,
@@ -51,11 +51,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description="Datasets, jobs, models and predictions. Authenticate with an API key.",
         lifespan=lifespan,
+        dependencies=[Depends(inputs.check_inputs)],
     )
     app.state.runtime = runtime
     app.state.metrics = Metrics(runtime)
     app.state.predictors = PredictorCache(runtime, settings.model_cache_bytes)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    # The upload streams to disk and bounds itself by SUBMITTER_MAX_UPLOAD_BYTES.
+    app.add_middleware(
+        inputs.BodyLimit,
+        limit=settings.max_request_bytes,
+        exempt={("POST", "/api/v1/datasets")},
+    )
     app.include_router(health.router)
     app.include_router(jobs.router)
     app.include_router(datasets.router)

@@ -23,12 +23,14 @@ from sqlalchemy.orm import Session
 from submitter.datasets.errors import IngestError
 from submitter.datasets.ingest import ingest
 from submitter.db.models import Dataset, DatasetReference, Job
+from submitter.db.types import INT32_MAX
 from submitter.jobs.states import ACTIVE
 from submitter.names import NAME_RULE, FieldError, is_valid_name
 from submitter.runtime import Runtime
 from submitter.storage import join_key
 
 ID_PATTERN = re.compile(r"^[0-9a-f]{32}$")
+VERSION_TEXT = re.compile(r"[0-9]{1,10}")
 
 
 class DatasetNotFound(LookupError):
@@ -56,7 +58,8 @@ def find_id(db: Session | Connection, ref: str) -> str | None:
         query = query.where(Dataset.id == ref)
     elif "@" in ref:
         name, _, version = ref.rpartition("@")
-        if not version.isdigit():
+        # ASCII digits only ("²".isdigit() is true) and within the column's range.
+        if not VERSION_TEXT.fullmatch(version) or int(version) > INT32_MAX:
             return None
         query = query.where(Dataset.name == name, Dataset.version == int(version))
     else:

@@ -36,3 +36,10 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+#: The ranges of the integer columns (Integer, BigInteger): every integer a request carries
+#: into SQL is bounded by one of these at the API's edge, or PostgreSQL and SQLite refuse
+#: it with an OverflowError (a 500).
+INT32_MAX = 2**31 - 1
+INT64_MAX = 2**63 - 1

@@ -12,13 +12,19 @@ import json
 import math
 import tempfile
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from sqlalchemy import select
 
 from submitter.jobs.context import JobCancelled, JobContext
-from submitter.jobs.registry import JobKind
+from submitter.jobs.registry import JobKind, ResolvedSpec
 from submitter.names import NAME_RULE, is_valid_name
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
+
+    from submitter.runtime import Runtime
 
 
 class TrainSpec(BaseModel):
@@ -32,7 +38,7 @@ class TrainSpec(BaseModel):
     folds: int = Field(default=5, ge=2, le=20)
     metric: str | None = None
     holdout: float = Field(default=0.2, ge=0, lt=0.9)
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, le=2**32 - 1, description="Seeds splits and models.")
     time_budget_seconds: float | None = Field(default=None, gt=0)
 
     @field_validator("model_name")
@@ -41,6 +47,23 @@ class TrainSpec(BaseModel):
         if not is_valid_name(value):
             raise ValueError(NAME_RULE)
         return value
+
+    @field_validator("metric")
+    @classmethod
+    def _metric(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        from submitter.ml.metrics import CLASSIFICATION_METRICS, REGRESSION_METRICS
+
+        task = info.data.get("task", "auto")
+        names = {
+            "classification": CLASSIFICATION_METRICS,
+            "regression": REGRESSION_METRICS,
+        }.get(task, CLASSIFICATION_METRICS + REGRESSION_METRICS)
+        for name in names:
+            if name.lower() == value.lower():
+                return name
+        raise ValueError(f"unknown metric {value!r}; choose from {', '.join(names)}")
 
     @field_validator("models")
     @classmethod
@@ -56,6 +79,24 @@ class TrainSpec(BaseModel):
         if not value:
             raise ValueError("give at least one model, or leave it out for the default set")
         return value
+
+
+def check_columns(_: Runtime, connection: Connection, spec: dict[str, Any]) -> ResolvedSpec:
+    """At submit, with the dataset pinned: the target must be one of its columns. The worker
+    would find out only after queueing and reading the whole dataset."""
+    from submitter.db.models import Dataset
+
+    columns = connection.scalar(select(Dataset.columns).where(Dataset.id == spec["dataset"]))
+    names = [column["name"] for column in columns or []]
+    if spec["target"] in names:
+        return spec, [], []
+    error = {
+        "loc": ["body", "spec", "target"],
+        "msg": f"{spec['target']!r} is not a column of the dataset; columns: {', '.join(names)}",
+        "type": "unknown_column",
+        "input": spec["target"],
+    }
+    return spec, [], [error]
 
 
 def _json_safe(value: Any) -> Any:
@@ -168,4 +209,5 @@ KIND = JobKind(
     queue="train",
     description="Compare models with k-fold CV; register the best as a new model version.",
     dataset_fields=("dataset",),
+    resolve_spec=check_columns,
 )

@@ -7,6 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from submitter.db.types import INT32_MAX
+
 
 class ModelOut(BaseModel):
     name: str
@@ -40,7 +42,7 @@ class ModelVersionOut(BaseModel):
 class AliasIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    version: int = Field(ge=1)
+    version: int = Field(ge=1, le=INT32_MAX)
 
 
 class AliasOut(BaseModel):

@@ -14,7 +14,7 @@ import math
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
+from croniter import CroniterBadDateError, croniter
 
 #: The shortest interval a schedule may have: beat checks schedules about once a second.
 MIN_INTERVAL_SECONDS = 1.0
@@ -39,6 +39,10 @@ def check_cron(expression: str) -> str:
         )
     if not croniter.is_valid(expression):
         raise InvalidTiming("cron", f"{expression!r} is not a valid cron expression")
+    try:  # valid but impossible, e.g. `0 0 30 2 *` (February 30th)
+        croniter(expression, datetime(2000, 1, 1, tzinfo=UTC)).get_next(datetime)
+    except CroniterBadDateError:
+        raise InvalidTiming("cron", f"{expression!r} never fires") from None
     return expression
 
 

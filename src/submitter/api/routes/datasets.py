@@ -11,6 +11,7 @@ import anyio.to_thread
 from fastapi import APIRouter, Query, Request, Response, status
 
 from submitter.api.deps import RuntimeDep, User, Viewer
+from submitter.api.params import Limit, Offset
 from submitter.api.uploads import receive_upload
 from submitter.datasets import query, service
 from submitter.datasets.schemas import DatasetOut
@@ -96,8 +97,8 @@ def list_datasets(
     runtime: RuntimeDep,
     _: Viewer,
     name: str | None = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Limit = 50,
+    offset: Offset = 0,
 ) -> Page[DatasetOut]:
     items, total = service.list_datasets(runtime, name=name, limit=limit, offset=offset)
     return Page(items=[DatasetOut.model_validate(d) for d in items], total=total)

@@ -10,6 +10,8 @@ from fastapi import APIRouter, Query, Response, status
 from fastapi.responses import StreamingResponse
 
 from submitter.api.deps import RuntimeDep, User, Viewer
+from submitter.api.params import Limit, Offset
+from submitter.db.types import INT64_MAX
 from submitter.jobs import artifacts, service
 from submitter.jobs.schemas import ArtifactOut, JobCreate, JobOut, LogLineOut, Page
 from submitter.jobs.states import JobState
@@ -45,8 +47,8 @@ def list_jobs(
     state: JobState | None = None,
     kind: str | None = None,
     schedule: Annotated[str | None, Query(description="Only jobs of this schedule id.")] = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Limit = 50,
+    offset: Offset = 0,
 ) -> Page[JobOut]:
     items, total = service.list_jobs(
         runtime, state=state, kind=kind, schedule_id=schedule, limit=limit, offset=offset
@@ -70,7 +72,7 @@ def job_logs(
     job_id: str,
     runtime: RuntimeDep,
     _: Viewer,
-    after: Annotated[int, Query(ge=0, description="Only lines with id > after.")] = 0,
+    after: Annotated[int, Query(ge=0, le=INT64_MAX, description="Only lines with id > after.")] = 0,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
 ) -> Page[LogLineOut]:
     lines, total = service.job_logs(runtime, job_id, after=after, limit=limit)

@@ -8,6 +8,8 @@ from fastapi import APIRouter, Query, Request
 from fastapi.exceptions import RequestValidationError
 
 from submitter.api.deps import RuntimeDep, User, Viewer
+from submitter.api.params import VersionPath
+from submitter.db.types import INT32_MAX
 from submitter.jobs.schemas import Page
 from submitter.registry import predictors, service
 from submitter.registry.predictors import PredictIn
@@ -34,7 +36,7 @@ def list_versions(name: str, runtime: RuntimeDep, _: Viewer) -> Page[ModelVersio
 
 
 @router.get("/{name}/versions/{version}", response_model=ModelVersionOut)
-def get_version(name: str, version: int, runtime: RuntimeDep, _: Viewer) -> ModelVersionOut:
+def get_version(name: str, version: VersionPath, runtime: RuntimeDep, _: Viewer) -> ModelVersionOut:
     return ModelVersionOut.model_validate(service.get_version(runtime, name, version))
 
 
@@ -51,7 +53,7 @@ def predict(
     request: Request,
     runtime: RuntimeDep,
     _: Viewer,
-    version: Annotated[int | None, Query(ge=1)] = None,
+    version: Annotated[int | None, Query(ge=1, le=INT32_MAX)] = None,
     alias: str | None = None,
 ) -> dict[str, Any]:
     """Predict up to 10,000 rows with `?version=`, `?alias=`, else `production`, else latest.

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, status
 
 from submitter.api.deps import RuntimeDep, User, Viewer
+from submitter.api.params import Limit, Offset
 from submitter.jobs.schemas import JobOut, Page
 from submitter.schedules import service
 from submitter.schedules.schemas import ScheduleCreate, ScheduleOut, ScheduleUpdate
@@ -25,8 +24,8 @@ def create_schedule(body: ScheduleCreate, runtime: RuntimeDep, caller: User) -> 
 def list_schedules(
     runtime: RuntimeDep,
     _: Viewer,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Limit = 50,
+    offset: Offset = 0,
 ) -> Page[ScheduleOut]:
     items, total = service.list_schedules(runtime, limit=limit, offset=offset)
     return Page(items=[ScheduleOut.model_validate(s) for s in items], total=total)
