@@ -295,6 +295,7 @@ def _owner(stack: Stack, schedule_id: str) -> str:
         ({"kind": "echo", "cron": "0 3 * * *", "interval_seconds": 60}, "body"),
         ({"kind": "echo", "cron": "0 3 * *"}, "body.cron"),
         ({"kind": "echo", "cron": "$(reboot) * * * *"}, "body.cron"),
+        ({"kind": "echo", "cron": "0 0 30 2 *"}, "body.cron"),
         ({"kind": "echo", "cron": "@daily", "timezone": "Mars/Olympus"}, "body.timezone"),
         ({"kind": "echo", "interval_seconds": 0.1}, "body.interval_seconds"),
         ({"kind": "nope", "cron": "@daily"}, "body.kind"),

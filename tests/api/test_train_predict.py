@@ -232,9 +232,27 @@ def test_bad_train_specs_are_422(stack: Stack) -> None:
         ({**base, "folds": 1}, "folds"),
         ({**base, "model_name": "../x"}, "model_name"),
         ({**base, "task": "clustering"}, "task"),
+        ({**base, "seed": 2**32}, "seed"),
+        ({**base, "seed": -1}, "seed"),
+        ({**base, "metric": "happiness"}, "metric"),
+        ({**base, "task": "regression", "metric": "AUC"}, "metric"),
     ):
         response = stack.api.post(
             "/api/v1/jobs", json={"kind": "train", "spec": spec}, headers=stack.headers("user")
         )
         assert response.status_code == 422, response.text
         assert ["body", "spec", field] in [e["loc"][:3] for e in response.json()["detail"]]
+
+
+def test_a_target_that_is_not_a_column_is_422_at_submit(stack: Stack) -> None:
+    """The dataset's schema is known at submit: the worker never sees such a job."""
+    name = f"cols-{uuid.uuid4().hex[:8]}"
+    _upload(stack, _binary_data(rows=50), name)
+    spec = {"dataset": name, "target": "lable", "model_name": name}
+    response = stack.api.post(
+        "/api/v1/jobs", json={"kind": "train", "spec": spec}, headers=stack.headers("user")
+    )
+    assert response.status_code == 422, response.text
+    error = response.json()["detail"][0]
+    assert error["loc"] == ["body", "spec", "target"]
+    assert "x1, x2, city, label" in error["msg"]

@@ -66,7 +66,17 @@ def test_cron_after_a_run_is_never_the_run_itself() -> None:
 
 @pytest.mark.parametrize(
     "bad",
-    ["", "* * *", "0 3 * * * *", "61 * * * *", "0 3 * * funday", "; rm -rf ~", "@sometimes"],
+    [
+        "",
+        "* * *",
+        "0 3 * * * *",
+        "61 * * * *",
+        "0 3 * * funday",
+        "; rm -rf ~",
+        "@sometimes",
+        "0 0 30 2 *",  # valid fields, but February 30th never comes
+        "0 0 31 4,6,9,11 *",
+    ],
 )
 def test_bad_cron_expressions_are_refused(bad: str) -> None:
     with pytest.raises(InvalidTiming) as caught:
