@@ -212,6 +212,12 @@ class _PrivateServer:
         return "\n".join(out)
 
     def stop(self) -> None:
+        self.stop_processes()
+        shutil.rmtree(self.tmpdir, ignore_errors=True)
+        _log(f"private {self.kind} server on port {self.port} stopped")
+
+    def stop_processes(self) -> None:
+        """Stop the processes with their stop signal but keep the temp dir (data, logs)."""
         for proc, sig in reversed(self.procs):
             if proc.poll() is None:
                 proc.send_signal(sig)
@@ -224,8 +230,6 @@ class _PrivateServer:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=5)
         self.procs.clear()
-        shutil.rmtree(self.tmpdir, ignore_errors=True)
-        _log(f"private {self.kind} server on port {self.port} stopped")
 
 
 _private: dict[str, _PrivateServer] = {}
@@ -281,6 +285,12 @@ _POSTGRES_ARGS = [
 
 
 def _start_postgres(server: _PrivateServer) -> None:
+    command = _init_postgres(server)
+    _spawn_postgres(server, command)
+
+
+def _init_postgres(server: _PrivateServer) -> list[str]:
+    """initdb a data dir in the server's temp dir, pick its port; the postgres command line."""
     bindir = _bindir(["initdb", "postgres"], "postgresql", _postgres_dirs)
     data = os.path.join(server.tmpdir, "data")
     as_user: list[str] = []
@@ -297,14 +307,79 @@ def _start_postgres(server: _PrivateServer) -> None:
         timeout=120,
     )
     server.port = _free_ports()[0]
-    server.spawn(
-        "postgres",
-        [*as_user, f"{bindir}/postgres", "-D", data, "-p", str(server.port), *_POSTGRES_ARGS],
-        signal.SIGINT,  # "fast" shutdown
-        cwd=server.tmpdir,
-    )
     server.url = f"postgresql://postgres@127.0.0.1:{server.port}/postgres"
+    return [*as_user, f"{bindir}/postgres", "-D", data, "-p", str(server.port), *_POSTGRES_ARGS]
+
+
+def _spawn_postgres(server: _PrivateServer, command: list[str]) -> None:
+    server.spawn("postgres", command, signal.SIGINT, cwd=server.tmpdir)  # SIGINT: fast shutdown
     server.wait_until(lambda: _pg_connects(make_url(server.url)), "postgres")
+
+
+class RestartablePostgres:
+    """A private PostgreSQL for one test, which the test may stop and start again.
+
+    Never the shared server of `postgres_database()`: stopping that would break every other
+    test. Its own data dir and port, both kept across `stop()` / `start()`, so clients see
+    the same server go away and come back, as with `pg_ctl restart`. `stop()` is a "fast"
+    shutdown (SIGINT): the server terminates its sessions, each client socket gets the
+    FATAL message and EOF, then the port is closed until `start()`.
+    """
+
+    def __init__(self) -> None:
+        self._server = _PrivateServer("postgres", tempfile.mkdtemp(prefix="submitter-pg-restart-"))
+        try:
+            self._command = _init_postgres(self._server)
+            self.start()
+        except BaseException:
+            self._server.stop()
+            raise
+        _log(f"restartable PostgreSQL started on port {self.port} (in {self._server.tmpdir})")
+
+    @property
+    def port(self) -> int:
+        return self._server.port
+
+    @property
+    def admin_url(self) -> str:
+        """``postgresql://postgres@127.0.0.1:PORT/postgres`` (superuser, trust auth)."""
+        return self._server.url
+
+    @property
+    def running(self) -> bool:
+        return any(proc.poll() is None for proc, _ in self._server.procs)
+
+    def start(self) -> None:
+        """Start the server on its data dir and port; return once it accepts connections."""
+        if not self.running:
+            self._server.procs.clear()
+            _spawn_postgres(self._server, self._command)
+
+    def stop(self) -> None:
+        """Fast shutdown; returns once the postmaster exited (the port is closed)."""
+        self._server.stop_processes()
+
+    def create_database(self) -> str:
+        """A new database; its ``postgresql+psycopg://`` URL."""
+        name = f"submitter_test_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(self.admin_url, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        url = make_url(self.admin_url).set(drivername="postgresql+psycopg", database=name)
+        return url.render_as_string(hide_password=False)
+
+    def close(self) -> None:
+        """Stop the server and remove its data dir."""
+        self._server.stop()
+
+
+@contextmanager
+def restartable_postgres() -> Iterator[RestartablePostgres]:
+    """A `RestartablePostgres`, removed on exit."""
+    server = RestartablePostgres()
+    try:
+        yield server
+    finally:
+        server.close()
 
 
 def _user_exists(name: str) -> bool:
