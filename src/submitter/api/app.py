@@ -9,7 +9,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from submitter import __version__
-from submitter.api import errors, inputs
+from submitter.api import errors, inputs, unavailable
 from submitter.api.metrics import Metrics, MetricsMiddleware
 from submitter.api.routes import (
     clusters,
@@ -72,6 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(workers.router)
     app.include_router(tasks.router)
     _add_error_handlers(app)
+    unavailable.install(app)  # database or store away: 503 + Retry-After, not 500
     return app
 
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import functools
 import io
 import os
 import tempfile
@@ -155,6 +156,7 @@ class S3Store(ArtifactStore):
         self._client = self._session.client(
             "s3", endpoint_url=self.endpoint_url, region_name=self.region, config=config
         )
+        self._config = config
         self._transfer = TransferConfig(
             multipart_threshold=multipart_chunksize,
             multipart_chunksize=multipart_chunksize,
@@ -370,9 +372,24 @@ class S3Store(ArtifactStore):
         return count
 
     # ---- operations ------------------------------------------------------------------
+    @functools.cached_property
+    def _check_client(self) -> Any:
+        """A client for `check()` only: short timeouts, one attempt (made on first use)."""
+        quick = Config(connect_timeout=3, read_timeout=5, retries={"max_attempts": 1})
+        return self._session.client(
+            "s3",
+            endpoint_url=self.endpoint_url,
+            region_name=self.region,
+            config=self._config.merge(quick),
+        )
+
     def check(self) -> None:
+        """One HEAD of the bucket, on a client of its own with short timeouts and no
+        retries: the data client may wait 60 s per read and retries 4 times (right for a
+        large part of an upload), so an S3 endpoint that accepts connections but does not
+        answer held /ready for minutes."""
         try:
-            self._client.head_bucket(Bucket=self.bucket)
+            self._check_client.head_bucket(Bucket=self.bucket)
         except ClientError as error:
             if _code(error) in {"404", "NoSuchBucket", "NotFound"}:
                 raise StoreUnavailable(self._no_bucket()) from None

@@ -8,9 +8,24 @@ from submitter.worker.app import QUEUES
 
 
 def check_broker(celery: Celery, timeout: float = 3.0) -> None:
-    """Raise if the broker cannot be reached within `timeout` seconds."""
-    with celery.connection_for_write() as connection:
+    """Raise if the broker cannot be reached within about `timeout` seconds.
+
+    Its own connection with its own timeouts: the app's Redis transport has no socket
+    timeout, so a Redis that accepts the TCP connection but never answers (stopped with
+    SIGSTOP, a full backlog, a black-holing proxy) made this check - and /ready - wait
+    forever. AMQP is bounded by the connect timeout, which covers its handshake; the
+    embedded SQLite broker is a local file.
+    """
+    redis = str(celery.conf.broker_url or "").split(":", 1)[0] in {"redis", "rediss"}
+    options = dict(celery.conf.broker_transport_options or {})
+    if redis:  # (kombu's SQLAlchemy transport hands every option to create_engine)
+        options.update(socket_timeout=timeout, socket_connect_timeout=timeout)
+    with celery.connection_for_write(
+        connect_timeout=timeout, transport_options=options
+    ) as connection:
         connection.ensure_connection(max_retries=1, timeout=timeout)
+        if redis:  # opening the socket is not an answer; a PING is
+            connection.default_channel.client.ping()
 
 
 def queue_depths(celery: Celery, timeout: float = 3.0) -> dict[str, int]:
