@@ -15,12 +15,61 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 
 #: Longest echoed string (characters) in an error detail; longer ones are cut with "…".
 MAX_ECHO_CHARS = 100
 #: At most this many items of an echoed list or object, this deep.
 MAX_ECHO_ITEMS = 10
 MAX_ECHO_DEPTH = 3
+
+
+class ErrorOut(BaseModel):
+    """Every error but a 422: one sentence that names what is wrong."""
+
+    detail: str
+
+
+class FieldErrorOut(BaseModel):
+    loc: list[str | int] = Field(description="Where: body, query or path, then the field.")
+    msg: str
+    type: str
+    input: Any = None
+    ctx: dict[str, Any] | None = None
+
+
+class ValidationErrorOut(BaseModel):
+    """A 422: each refused input with where it is and why."""
+
+    detail: list[FieldErrorOut]
+
+
+_DESCRIPTIONS = {
+    400: "The body cannot be read (e.g. not UTF-8).",
+    401: "No API key, or an unknown or revoked one.",
+    403: "The key's role may not do this.",
+    404: "Not found; the message names what.",
+    409: "The resource is in a state that does not allow this; the message says which.",
+    422: "An input is refused: each error names the field and why.",
+    413: "The body is over SUBMITTER_MAX_REQUEST_BYTES (uploads: SUBMITTER_MAX_UPLOAD_BYTES).",
+    502: "A cluster could not be reached or refused the connection.",
+    503: "A dependency (database, broker or store) is unavailable; retry after Retry-After.",
+}
+
+
+def responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for error codes a route may answer, with the body they carry."""
+    return {
+        code: {
+            "model": ValidationErrorOut if code == 422 else ErrorOut,
+            "description": _DESCRIPTIONS[code],
+        }
+        for code in codes
+    }
+
+
+#: What any `/api/v1` route may answer, whatever it does.
+API_ERRORS = responses(400, 401, 403, 413, 503)
 
 
 def short_text(value: str, limit: int = MAX_ECHO_CHARS) -> str:

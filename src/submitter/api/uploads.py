@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import IO
 
 from fastapi import Request
+from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 MAX_FIELD_BYTES = 64 * 1024
@@ -141,6 +142,8 @@ async def receive_upload(
         async for chunk in request.stream():
             parser.write(chunk)
         parser.finalize()
+    except MultipartParseError as error:
+        raise BadUpload("file", f"not a readable multipart/form-data body: {error}") from None
     finally:
         receiver.close()
     if not receiver.got_file:

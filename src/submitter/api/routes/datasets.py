@@ -11,13 +11,14 @@ import anyio.to_thread
 from fastapi import APIRouter, Query, Request, Response, status
 
 from submitter.api.deps import RuntimeDep, User, Viewer
+from submitter.api.errors import API_ERRORS, responses
 from submitter.api.params import Limit, Offset
 from submitter.api.uploads import receive_upload
 from submitter.datasets import query, service
 from submitter.datasets.schemas import DatasetOut
 from submitter.jobs.schemas import Page
 
-router = APIRouter(prefix="/api/v1/datasets", tags=["datasets"])
+router = APIRouter(prefix="/api/v1/datasets", tags=["datasets"], responses=API_ERRORS)
 
 _UPLOAD_BODY = {
     "requestBody": {
@@ -56,7 +57,7 @@ def _ingest_limiter(request: Request) -> anyio.CapacityLimiter:
     openapi_extra=_UPLOAD_BODY,
     responses={
         200: {"description": "The same bytes under this name exist: that version."},
-        413: {"description": "Larger than SUBMITTER_MAX_UPLOAD_BYTES."},
+        **responses(413, 422),
     },
 )
 async def upload_dataset(
@@ -104,13 +105,13 @@ def list_datasets(
     return Page(items=[DatasetOut.model_validate(d) for d in items], total=total)
 
 
-@router.get("/{ref}", response_model=DatasetOut)
+@router.get("/{ref}", response_model=DatasetOut, responses=responses(404))
 def get_dataset(ref: str, runtime: RuntimeDep, _: Viewer) -> DatasetOut:
     """A dataset by id, `name` (latest version) or `name@version`."""
     return DatasetOut.model_validate(service.resolve(runtime, ref))
 
 
-@router.get("/{ref}/preview")
+@router.get("/{ref}/preview", responses=responses(404))
 def preview_dataset(
     ref: str,
     runtime: RuntimeDep,
@@ -121,7 +122,7 @@ def preview_dataset(
     return query.preview(service.parquet_source(runtime, dataset), limit)
 
 
-@router.get("/{ref}/aggregate")
+@router.get("/{ref}/aggregate", responses=responses(404))
 def aggregate_dataset(
     ref: str,
     runtime: RuntimeDep,
@@ -144,7 +145,7 @@ def aggregate_dataset(
     return query.aggregate(service.parquet_source(runtime, dataset), fn, column, filters, group_by)
 
 
-@router.delete("/{ref}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete("/{ref}", status_code=status.HTTP_204_NO_CONTENT, responses=responses(404, 409))
 def delete_dataset(ref: str, runtime: RuntimeDep, _: User) -> Response:
     """Delete one version. 409 while a queued or running job reads it."""
     service.delete_dataset(runtime, ref)

@@ -10,20 +10,24 @@ from fastapi import APIRouter, Query, Response, status
 from fastapi.responses import StreamingResponse
 
 from submitter.api.deps import RuntimeDep, User, Viewer
+from submitter.api.errors import API_ERRORS, responses
 from submitter.api.params import Limit, Offset
 from submitter.db.types import INT64_MAX
 from submitter.jobs import artifacts, service
 from submitter.jobs.schemas import ArtifactOut, JobCreate, JobOut, LogLineOut, Page
 from submitter.jobs.states import JobState
 
-router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
+router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"], responses=API_ERRORS)
 
 
 @router.post(
     "",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=JobOut,
-    responses={200: {"description": "A job with this idempotency key exists: that job."}},
+    responses={
+        200: {"description": "A job with this idempotency key exists: that job."},
+        **responses(409),
+    },
 )
 def submit_job(body: JobCreate, runtime: RuntimeDep, caller: User, response: Response) -> JobOut:
     """Accept a job. It is stored before it is queued: once you have its id, it is not lost."""
@@ -56,18 +60,18 @@ def list_jobs(
     return Page(items=[JobOut.model_validate(j) for j in items], total=total)
 
 
-@router.get("/{job_id}", response_model=JobOut)
+@router.get("/{job_id}", response_model=JobOut, responses=responses(404))
 def get_job(job_id: str, runtime: RuntimeDep, _: Viewer) -> JobOut:
     return JobOut.model_validate(service.get_job(runtime, job_id))
 
 
-@router.post("/{job_id}/cancel", response_model=JobOut)
+@router.post("/{job_id}/cancel", response_model=JobOut, responses=responses(404, 409))
 def cancel_job(job_id: str, runtime: RuntimeDep, caller: User) -> JobOut:
     """Cancel a queued job (it never starts) or a running one (it is stopped)."""
     return JobOut.model_validate(service.cancel(runtime, job_id, by=caller.name))
 
 
-@router.get("/{job_id}/logs", response_model=Page[LogLineOut])
+@router.get("/{job_id}/logs", response_model=Page[LogLineOut], responses=responses(404))
 def job_logs(
     job_id: str,
     runtime: RuntimeDep,
@@ -79,14 +83,18 @@ def job_logs(
     return Page(items=[LogLineOut.model_validate(line) for line in lines], total=total)
 
 
-@router.get("/{job_id}/artifacts", response_model=Page[ArtifactOut])
+@router.get("/{job_id}/artifacts", response_model=Page[ArtifactOut], responses=responses(404))
 def list_artifacts(job_id: str, runtime: RuntimeDep, _: Viewer) -> Page[ArtifactOut]:
     """Files the job wrote into its workdir, kept after it ended."""
     items = artifacts.list_artifacts(runtime, job_id)
     return Page(items=[ArtifactOut.model_validate(a) for a in items], total=len(items))
 
 
-@router.get("/{job_id}/artifacts/{name:path}", response_class=StreamingResponse)
+@router.get(
+    "/{job_id}/artifacts/{name:path}",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"application/octet-stream": {}}}, **responses(404)},
+)
 def get_artifact(job_id: str, name: str, runtime: RuntimeDep, _: Viewer) -> StreamingResponse:
     """Stream one artifact (`name` may contain `/`)."""
     artifact = artifacts.get_artifact(runtime, job_id, name)

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.exceptions import RequestValidationError
 
 from submitter.api.deps import RuntimeDep, User, Viewer
+from submitter.api.errors import API_ERRORS, responses
 from submitter.api.params import VersionPath
 from submitter.db.types import INT32_MAX
 from submitter.jobs.schemas import Page
@@ -15,7 +16,7 @@ from submitter.registry import predictors, service
 from submitter.registry.predictors import PredictIn
 from submitter.registry.schemas import AliasIn, AliasOut, ModelOut, ModelVersionOut
 
-router = APIRouter(prefix="/api/v1/models", tags=["models"])
+router = APIRouter(prefix="/api/v1/models", tags=["models"], responses=API_ERRORS)
 
 
 @router.get("", response_model=Page[ModelOut])
@@ -24,29 +25,29 @@ def list_models(runtime: RuntimeDep, _: Viewer) -> Page[ModelOut]:
     return Page(items=items, total=len(items))
 
 
-@router.get("/{name}", response_model=ModelOut)
+@router.get("/{name}", response_model=ModelOut, responses=responses(404))
 def get_model(name: str, runtime: RuntimeDep, _: Viewer) -> ModelOut:
     return ModelOut.model_validate(service.get_model(runtime, name))
 
 
-@router.get("/{name}/versions", response_model=Page[ModelVersionOut])
+@router.get("/{name}/versions", response_model=Page[ModelVersionOut], responses=responses(404))
 def list_versions(name: str, runtime: RuntimeDep, _: Viewer) -> Page[ModelVersionOut]:
     items = [ModelVersionOut.model_validate(v) for v in service.list_versions(runtime, name)]
     return Page(items=items, total=len(items))
 
 
-@router.get("/{name}/versions/{version}", response_model=ModelVersionOut)
+@router.get("/{name}/versions/{version}", response_model=ModelVersionOut, responses=responses(404))
 def get_version(name: str, version: VersionPath, runtime: RuntimeDep, _: Viewer) -> ModelVersionOut:
     return ModelVersionOut.model_validate(service.get_version(runtime, name, version))
 
 
-@router.put("/{name}/aliases/{alias}", response_model=AliasOut)
+@router.put("/{name}/aliases/{alias}", response_model=AliasOut, responses=responses(404))
 def set_alias(name: str, alias: str, body: AliasIn, runtime: RuntimeDep, _: User) -> AliasOut:
     """Point an alias (e.g. `production`) at a version; predictions follow at once."""
     return AliasOut.model_validate(service.set_alias(runtime, name, alias, body.version))
 
 
-@router.post("/{name}/predict")
+@router.post("/{name}/predict", responses=responses(404))
 def predict(
     name: str,
     body: PredictIn,

@@ -5,10 +5,11 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from submitter.api.deps import RuntimeDep, Viewer
+from submitter.api.errors import API_ERRORS
 from submitter.jobs.schemas import Page
 from submitter.worker.beat_status import BeatTaskView, list_tasks
 
-router = APIRouter(prefix="/api/v1/tasks", tags=["operations"])
+router = APIRouter(prefix="/api/v1/tasks", tags=["operations"], responses=API_ERRORS)
 
 
 @router.get("", response_model=Page[BeatTaskView])

@@ -5,10 +5,11 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from submitter.api.deps import RuntimeDep, Viewer
+from submitter.api.errors import API_ERRORS
 from submitter.jobs.schemas import Page
 from submitter.worker.presence import WorkerView, list_workers
 
-router = APIRouter(prefix="/api/v1/workers", tags=["operations"])
+router = APIRouter(prefix="/api/v1/workers", tags=["operations"], responses=API_ERRORS)
 
 
 @router.get("", response_model=Page[WorkerView])
