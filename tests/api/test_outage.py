@@ -27,6 +27,8 @@ from submitter.db.migrate import upgrade
 from submitter.db.session import make_engine
 from submitter.runtime import Runtime
 from submitter.security import Role, create_key
+from submitter.worker.app import create_celery_app
+from submitter.worker.broker import check_broker
 from tests.services import (
     RestartablePostgres,
     _free_ports,
@@ -149,21 +151,48 @@ def test_first_requests_after_a_restart_succeed(
     runtime.close()
     headers = {"Authorization": f"Bearer {key}"}
     with TestClient(create_app(settings), raise_server_exceptions=False) as api:
-        # Fill the pool: a few connections checked out at once, then returned idle.
-        threads = [
-            threading.Thread(target=lambda: api.get("/api/v1/jobs", headers=headers))
-            for _ in range(4)
-        ]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+
+        def fill_pool() -> None:  # connections checked out at once, then returned idle
+            threads = [
+                threading.Thread(target=lambda: api.get("/api/v1/jobs", headers=headers))
+                for _ in range(4)
+            ]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+
+        fill_pool()
         postgres.stop()
         down = api.get("/api/v1/jobs", headers=headers)
+        postgres.start()
+        # A failed request makes SQLAlchemy discard the whole pool; so, again, with no
+        # request while the server is away: the pool still holds the broken connections.
+        fill_pool()
+        postgres.stop()
         postgres.start()
         after = [api.get(path, headers=headers).status_code for path in ["/api/v1/jobs"] * 6]
     assert down.status_code == 503 and down.headers["Retry-After"] == "5", down.text
     assert after == [200] * 6
+
+
+@pytest.mark.parametrize("scheme", ["redis", "amqp"])
+def test_broker_check_is_bounded(tmp_path: Path, silent_port: int, scheme: str) -> None:
+    """A broker that accepts the connection and never answers fails the check, in bounded
+    time (/ready's own deadline would answer anyway, but leave a thread stuck forever)."""
+    url = {"redis": f"redis://127.0.0.1:{silent_port}/0"}.get(
+        scheme, f"amqp://guest:guest@127.0.0.1:{silent_port}//"
+    )
+    celery = create_celery_app(_settings(tmp_path, broker_url=url))
+
+    def check() -> Exception | None:
+        try:
+            check_broker(celery)
+        except Exception as error:
+            return error
+        return None
+
+    assert _answer(check) is not None
 
 
 def test_data_errors_are_not_called_unavailable() -> None:
