@@ -29,7 +29,7 @@ and the goals: Submitter >= 0.8x the minimal app, >= 2x MLflow.
 Run from the repository root:
 
     .venv/bin/python bench/predict.py [--seconds 20] [--concurrency 8] [--warmup-seconds 3]
-        [--data ../shared/data/credit.csv] [--no-mlflow] [--py-spy OUT.txt]
+        [--data tests/data/credit.csv] [--no-mlflow] [--py-spy OUT.txt]
 
 `--py-spy OUT` records the Submitter API process with py-spy during its measured run
 (collapsed stacks, for flame graphs or grep); sampling slows it, so its figures are marked.
@@ -78,7 +78,7 @@ SAMPLE_ROWS = 64
 START_TIMEOUT = 120.0
 GOAL_VS_MINIMAL = 0.8
 GOAL_VS_MLFLOW = 2.0
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "credit.csv"
+DEFAULT_DATA = REPO / "tests" / "data" / "credit.csv"
 DEFAULT_MLFLOW_VENV = (
     Path.home() / ".cache" / "submitter-bench" / f"mlflow-sklearn-{sklearn.__version__}"
 )

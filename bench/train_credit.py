@@ -29,7 +29,7 @@ then reused. Run from the repository root:
     .venv/bin/python bench/train_credit.py [--data PATH] [--pycaret-venv DIR]
         [--base-python python3] [--skip-baseline] [--timeout 1800]
 
-`--data` defaults to `<repo>/../shared/data/credit.csv`; `--pycaret-venv` to
+`--data` defaults to `<repo>/tests/data/credit.csv`; `--pycaret-venv` to
 `~/.cache/submitter-bench/pycaret-3.3.2`. Exit status 0 when every step ran (whatever the
 figures), 1 when something failed, 130 on Ctrl+C; the servers, the baseline process and the
 temp files are removed on exit (the PyCaret venv stays, to be reused).
@@ -57,7 +57,7 @@ from _common import signal_group as _signal_group
 from submitter.client import Client
 
 REPO = Path(__file__).resolve().parent.parent
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "credit.csv"
+DEFAULT_DATA = REPO / "tests" / "data" / "credit.csv"
 PYCARET_VERSION = "3.3.2"
 DEFAULT_PYCARET_VENV = Path.home() / ".cache" / "submitter-bench" / f"pycaret-{PYCARET_VERSION}"
 PYCARET_PACKAGES = (f"pycaret=={PYCARET_VERSION}", "six")

@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 from submitter.db.models import Dataset
 from tests.conftest import Stack
 
-CREDIT = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "credit.csv"
+CREDIT = Path(__file__).resolve().parents[1] / "data" / "credit.csv"
 SMALL = b"a,b,c\n1,x,0.5\n2,y,1.5\n3,z,\n"
 
 
@@ -51,7 +51,6 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
-@pytest.mark.skipif(not CREDIT.exists(), reason=f"{CREDIT} not found (shared data)")
 def test_credit_upload_and_the_mean_age_of_men(stack: Stack) -> None:
     content = CREDIT.read_bytes()
     name = unique("credit")
