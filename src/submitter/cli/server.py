@@ -7,19 +7,23 @@ import os
 import secrets
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 
-from submitter.config import Settings, get_settings
-from submitter.logs import setup_logging
+if TYPE_CHECKING:
+    from submitter.config import Settings
 
 console = Console(stderr=True)
 db_app = typer.Typer(help="Database administration.", no_args_is_help=True)
 
 
 def _settings(service: str) -> Settings:
+    # Imported here, not at start-up: client commands and `--help` need neither.
+    from submitter.config import get_settings
+    from submitter.logs import setup_logging
+
     settings = get_settings()
     setup_logging(service, settings.log_level, settings.log_format)
     return settings
@@ -160,7 +164,11 @@ def flower(
 def up(
     concurrency: Annotated[int | None, typer.Option(help="Worker pool processes.")] = None,
 ) -> None:
-    """Run API, worker and beat on this machine. One Ctrl+C (or SIGTERM) stops all."""
+    """Run API, worker and beat on this machine, restarting any that dies (with back-off).
+
+    One Ctrl+C (or SIGTERM) stops all. A process that keeps dying at start (5 times in a
+    row within 10 s of starting) stops all, with its last output and a non-zero exit code.
+    """
     from submitter.cli.supervisor import Supervisor
     from submitter.db.migrate import upgrade
 
