@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi.responses import JSONResponse
 from fastapi.testclient import TestClient
 from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError, StatementError
 
 from submitter.api.app import create_app
 from submitter.api.unavailable import database_unavailable
@@ -254,3 +255,30 @@ def test_an_unusable_store_is_503_naming_it(tmp_path: Path, store: str) -> None:
     assert upload.json()["detail"].startswith(named), upload.json()
     assert upload.headers["Retry-After"] == "5"
     assert ready.status_code == 503 and ready.json()["detail"] == "not ready: storage failing"
+
+
+def test_other_errors_keep_their_handling(tmp_path: Path) -> None:
+    """What is not an outage is left alone: an I/O error with the store fine stays a 500,
+    and a database error that is not "unavailable" goes to the app's handler of a base
+    class of it (here one for StatementError), as it would without this module."""
+    app = create_app(_settings(tmp_path))
+
+    def io_error() -> None:
+        raise FileNotFoundError(2, "No such file or directory", "/nowhere")
+
+    def programming_error() -> None:
+        with app.state.runtime.engine.connect() as connection:
+            connection.execute(text("SELECT nope FROM nowhere"))
+
+    async def statement_error(_: Any, error: Exception) -> JSONResponse:
+        return JSONResponse({"detail": f"handled {type(error).__name__}"}, status_code=418)
+
+    app.add_api_route("/test/io-error", io_error)
+    app.add_api_route("/test/programming-error", programming_error)
+    app.add_exception_handler(StatementError, statement_error)
+    with TestClient(app, raise_server_exceptions=False) as api:
+        io = api.get("/test/io-error")
+        programming = api.get("/test/programming-error")
+    assert io.status_code == 500
+    assert programming.status_code == 418, programming.text
+    assert programming.json() == {"detail": "handled OperationalError"}
