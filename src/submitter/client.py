@@ -1,32 +1,54 @@
 """A small HTTP client for Submitter, for notebooks, scripts and the CLI.
 
-from submitter import client
-c = client.Client()                      # SUBMITTER_URL, SUBMITTER_API_KEY
+from submitter import Client
+c = Client()                             # SUBMITTER_URL, SUBMITTER_API_KEY
 job = c.submit("echo", {"message": "hi"})
 c.wait(job["id"])["result"]
+
+Every failure is a `SubmitterError`: `ApiError` when the API answered with an error
+status, `ApiUnreachable` when no answer came (not running, wrong URL, timeout). httpx is
+imported when the first client is made, so that `submitter --help` starts fast.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
+if TYPE_CHECKING:
+    import httpx
 
 TERMINAL_STATES = frozenset({"succeeded", "failed", "cancelled"})
 DEFAULT_URL = "http://127.0.0.1:7500"
 
 
-class ApiError(Exception):
+class SubmitterError(Exception):
+    """Anything that went wrong talking to Submitter."""
+
+
+class ApiError(SubmitterError):
     """The API answered with an error status; `detail` is its explanation."""
 
     def __init__(self, status_code: int, detail: Any) -> None:
         super().__init__(f"HTTP {status_code}: {detail}")
         self.status_code = status_code
         self.detail = detail
+
+
+class ApiUnreachable(SubmitterError):
+    """No answer from the API: it is not running, the URL is wrong, or it timed out."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        super().__init__(
+            f"cannot reach the Submitter API at {url}: {reason}. Start it with "
+            "`submitter up`, or point SUBMITTER_URL at a running one."
+        )
+        self.url = url
+        self.reason = reason
 
 
 def default_api_key() -> str | None:
@@ -45,6 +67,8 @@ class Client:
         self.url = (url or os.environ.get("SUBMITTER_URL") or DEFAULT_URL).rstrip("/")
         key = api_key or default_api_key()
         headers = {"Authorization": f"Bearer {key}"} if key else {}
+        import httpx
+
         self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
 
     def close(self) -> None:
@@ -56,15 +80,27 @@ class Client:
     def __exit__(self, *_: object) -> None:
         self.close()
 
+    @contextmanager
+    def _answered(self) -> Iterator[None]:
+        """Turn httpx's transport errors into `ApiUnreachable` naming the URL."""
+        import httpx
+
+        try:
+            yield
+        except httpx.TimeoutException:
+            raise ApiUnreachable(self.url, "no answer in time") from None
+        except httpx.TransportError as error:
+            raise ApiUnreachable(self.url, str(error) or type(error).__name__) from None
+
     def _request(self, method: str, path: str, **kwargs: Any) -> Any:
-        response = self._http.request(method, path, **kwargs)
+        with self._answered():
+            response = self._http.request(method, path, **kwargs)
         if response.status_code >= 400:
-            try:
-                detail = response.json().get("detail", response.text)
-            except ValueError:
-                detail = response.text
-            raise ApiError(response.status_code, detail)
-        return None if response.status_code == 204 else response.json()
+            raise _api_error(response)
+        try:
+            return None if response.status_code == 204 else response.json()
+        except ValueError:
+            raise ApiUnreachable(self.url, "the answer is not Submitter's JSON") from None
 
     # ---- operations ---------------------------------------------------------------
     def health(self) -> dict[str, Any]:
@@ -75,7 +111,7 @@ class Client:
         try:
             self._request("GET", "/ready")
             return True
-        except (ApiError, httpx.HTTPError):
+        except SubmitterError:
             return False
 
     # ---- jobs ---------------------------------------------------------------------
@@ -137,10 +173,11 @@ class Client:
         target = Path(target)
         if target.is_dir():
             target = target / name.rsplit("/", 1)[-1]
-        with self._http.stream("GET", f"/api/v1/jobs/{job_id}/artifacts/{name}") as response:
+        url = f"/api/v1/jobs/{job_id}/artifacts/{name}"
+        with self._answered(), self._http.stream("GET", url) as response:
             if response.status_code >= 400:
                 response.read()
-                raise ApiError(response.status_code, response.json().get("detail"))
+                raise _api_error(response)
             with target.open("wb") as handle:
                 for chunk in response.iter_bytes():
                     handle.write(chunk)
@@ -365,6 +402,14 @@ class Client:
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"job {job_id} still {job['state']} after {timeout}s")
             time.sleep(poll)
+
+
+def _api_error(response: httpx.Response) -> ApiError:
+    try:
+        detail = response.json().get("detail", response.text)
+    except (ValueError, AttributeError):
+        detail = response.text[:500] or response.reason_phrase
+    return ApiError(response.status_code, detail)
 
 
 def _jsonable(frame: Any) -> list[list[Any]]:

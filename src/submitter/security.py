@@ -12,29 +12,16 @@ import hmac
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
-from enum import StrEnum
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from submitter.db.models import ApiKey
 from submitter.db.types import utcnow
+from submitter.roles import Role
 
 KEY_PREFIX = "sk_"
 BOOTSTRAP_ID = "bootstrap-admin"
-
-
-class Role(StrEnum):
-    admin = "admin"
-    user = "user"
-    viewer = "viewer"
-
-    @property
-    def rank(self) -> int:
-        return {"viewer": 0, "user": 1, "admin": 2}[self.value]
-
-    def allows(self, needed: Role) -> bool:
-        return self.rank >= needed.rank
 
 
 @dataclass(frozen=True)

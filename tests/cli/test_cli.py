@@ -254,3 +254,39 @@ def test_workers_command_lists_the_running_worker(served: dict[str, str]) -> Non
     assert workers[0]["concurrency"] == 1
     table = run(served, "workers")
     assert workers[0]["name"] in table.stdout and "online" in table.stdout
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["jobs", "list"], ["datasets", "list"], ["models", "list"], ["workers"]],
+)
+def test_no_api_running_is_one_line_naming_the_url_and_the_fix(command: list[str]) -> None:
+    url = f"http://127.0.0.1:{_free_port()}"  # nothing listens there
+    result = run({"SUBMITTER_URL": url, "SUBMITTER_API_KEY": "sk_x"}, *command)
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert url in lines[0] and "submitter up" in lines[0] and "SUBMITTER_URL" in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_the_client_raises_its_own_errors() -> None:
+    from submitter import ApiUnreachable, Client, SubmitterError
+
+    url = f"http://127.0.0.1:{_free_port()}"
+    with Client(url, api_key="sk_x", timeout=2) as client:
+        with pytest.raises(ApiUnreachable) as caught:
+            client.jobs()
+        assert isinstance(caught.value, SubmitterError) and caught.value.url == url
+        assert client.ready() is False
+
+
+def test_help_does_not_import_the_database_or_ml_stack() -> None:
+    """`--help` and client commands start without SQLAlchemy, Alembic, pandas or httpx."""
+    code = (
+        "import sys; from submitter.cli import app; "
+        "heavy = [m for m in ('sqlalchemy', 'alembic', 'pandas', 'sklearn', 'httpx', "
+        "'pydantic_settings', 'markdown_it') if m in sys.modules]; print(heavy)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.stdout.strip() == "[]", result.stdout + result.stderr

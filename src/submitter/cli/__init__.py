@@ -18,13 +18,16 @@ from submitter.cli import (
     schedules,
     server,
 )
-from submitter.config import ConfigError
+from submitter.client import ApiUnreachable
 
 app = typer.Typer(
     name="submitter",
     help="Submitter: run ML and HPC jobs, keep datasets and models, serve predictions.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    # Plain Click help: Typer's Rich help imports a Markdown parser, 0.2 s of every
+    # `--help` (python -X importtime).
+    rich_markup_mode=None,
 )
 server.register(app)
 app.add_typer(server.db_app, name="db")
@@ -42,6 +45,14 @@ app.command("tasks")(operations.tasks)
 def main() -> None:
     try:
         app()
-    except ConfigError as error:
+    except ApiUnreachable as error:
+        Console(stderr=True).print(f"[red]error[/red]: {error}")
+        sys.exit(1)
+    except Exception as error:
+        # Settings are imported by the commands that need them, not at start-up: only
+        # then can a ConfigError have been raised.
+        config = sys.modules.get("submitter.config")
+        if config is None or not isinstance(error, config.ConfigError):
+            raise
         Console(stderr=True).print(f"[red]configuration error[/red]: {error}")
         sys.exit(2)

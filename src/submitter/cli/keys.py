@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from submitter.config import get_settings
-from submitter.db.migrate import upgrade
-from submitter.runtime import Runtime
-from submitter.security import ApiKeyError, Role, create_key, list_keys, revoke_key
+from submitter.roles import Role
+
+if TYPE_CHECKING:
+    from submitter.runtime import Runtime
 
 app = typer.Typer(
     help="API keys (run on a host that can reach the database).", no_args_is_help=True
@@ -20,6 +20,11 @@ console = Console()
 
 
 def _runtime() -> Runtime:
+    # Imported here: the database stack is not needed to start the CLI (`--help`).
+    from submitter.config import get_settings
+    from submitter.db.migrate import upgrade
+    from submitter.runtime import Runtime
+
     settings = get_settings()
     if settings.is_embedded_db:
         upgrade(settings)
@@ -32,6 +37,8 @@ def create(
     role: Annotated[Role, typer.Option(help="admin, user or viewer")] = Role.user,
 ) -> None:
     """Create a key and print it. It is shown this once; only its hash is stored."""
+    from submitter.security import ApiKeyError, create_key
+
     runtime = _runtime()
     try:
         with runtime.transaction() as session:
@@ -46,6 +53,8 @@ def create(
 @app.command("list")
 def list_() -> None:
     """List keys (names, roles, prefixes; never the keys)."""
+    from submitter.security import list_keys
+
     runtime = _runtime()
     with runtime.sessions() as session:
         rows = list_keys(session)
@@ -65,6 +74,8 @@ def list_() -> None:
 @app.command("revoke")
 def revoke(name: str) -> None:
     """Revoke a key by name or id; it stops working at once."""
+    from submitter.security import ApiKeyError, revoke_key
+
     runtime = _runtime()
     try:
         with runtime.transaction() as session:
