@@ -167,3 +167,47 @@ def test_unknown_job_is_404(stack: Stack) -> None:
         assert response.status_code == 404
     response = stack.api.post(f"/api/v1/jobs/{'0' * 32}/cancel", headers=stack.headers("user"))
     assert response.status_code == 404
+
+
+def test_a_unique_id_prefix_stands_for_the_job(stack: Stack) -> None:
+    viewer = stack.headers("viewer")
+    job = stack.submit(spec={"message": "prefix"})
+    for ref in (job["id"][:8], job["id"][:20], job["id"].upper()[:12]):
+        response = stack.api.get(f"/api/v1/jobs/{ref}", headers=viewer)
+        assert response.status_code == 200, (ref, response.text)
+        assert response.json()["id"] == job["id"]
+        assert stack.api.get(f"/api/v1/jobs/{ref}/logs", headers=viewer).status_code == 200
+    assert stack.api.get(f"/api/v1/jobs/{job['id'][:7]}", headers=viewer).status_code == 404
+    assert stack.api.get("/api/v1/jobs/00000000", headers=viewer).status_code in (404,)
+    assert stack.api.get(f"/api/v1/jobs/{job['id'][:8]}").status_code == 401  # key first
+
+
+def test_an_ambiguous_prefix_names_the_matches(stack: Stack) -> None:
+    from sqlalchemy import insert
+
+    from submitter.db.types import utcnow
+
+    prefix = uuid.uuid4().hex[:8]
+    ids = [prefix + "0" * 24, prefix + "1" * 24]
+    with stack.runtime.transaction() as session:
+        for job_id in ids:
+            session.execute(
+                insert(Job).values(
+                    id=job_id,
+                    kind="echo",
+                    queue="default",
+                    state="succeeded",
+                    spec={"message": "x"},
+                    owner="test",
+                    attempts=0,
+                    max_attempts=1,
+                    created_at=utcnow(),
+                )
+            )
+    response = stack.api.get(f"/api/v1/jobs/{prefix}", headers=stack.headers("viewer"))
+    assert response.status_code == 404
+    assert (
+        ids[0][:12] in response.json()["detail"] and "more characters" in response.json()["detail"]
+    )
+    one = stack.api.get(f"/api/v1/jobs/{prefix}1", headers=stack.headers("viewer"))
+    assert one.status_code == 200 and one.json()["id"] == ids[1]

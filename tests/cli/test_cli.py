@@ -25,10 +25,12 @@ def _free_port() -> int:
         return port
 
 
-def run(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def run(
+    env: dict[str, str], *args: str, timeout: float = 60, columns: int = 200
+) -> subprocess.CompletedProcess[str]:
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("SUBMITTER_")}
     full_env.update(env)
-    full_env["COLUMNS"] = "200"
+    full_env["COLUMNS"] = str(columns)
     return subprocess.run(
         [sys.executable, "-m", "submitter", *args],
         env=full_env,
@@ -85,10 +87,16 @@ def test_jobs_commands_over_http(served: dict[str, str]) -> None:
 
     shown = run(served, "jobs", "show", job["id"])
     assert "succeeded" in shown.stdout
-    listed = run(served, "jobs", "list", "--state", "succeeded")
-    assert job["id"] in listed.stdout
-    logs = run(served, "jobs", "logs", job["id"])
+    # At 80 columns the short id is whole on its line, and it is taken wherever an id is.
+    listed = run(served, "jobs", "list", "--state", "succeeded", columns=80)
+    short = job["id"][:12]
+    assert short in listed.stdout, listed.stdout
+    assert run(served, "jobs", "show", short, "--json").stdout.count(job["id"]) >= 1
+    logs = run(served, "jobs", "logs", short)
     assert "echo: hi" in logs.stdout
+    assert "[dim]" not in logs.stdout and "[/dim]" not in logs.stdout
+    too_short = run(served, "jobs", "show", job["id"][:7])
+    assert too_short.returncode == 1 and "not found" in too_short.stderr
 
     long_id = run(
         served, "jobs", "submit", "echo", "--spec", '{"message": "slow", "sleep_seconds": 60}'

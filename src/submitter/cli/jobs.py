@@ -11,12 +11,16 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from submitter.client import TERMINAL_STATES, ApiError, Client
 
 app = typer.Typer(help="Submit and follow jobs (over HTTP).", no_args_is_help=True)
 console = Console()
 err = Console(stderr=True)
+
+#: Characters of a job id shown in tables; the API takes any unique prefix of 8 or more.
+SHORT_ID = 12
 
 STATE_STYLE = {
     "queued": "cyan",
@@ -132,13 +136,14 @@ def list_(
     if as_json:
         print(json.dumps(page, indent=2))
         return
-    table = Table(
-        "id", "kind", "state", "phase", "progress", "created", title=f"{page['total']} jobs"
-    )
+    table = Table(title=f"{page['total']} jobs (ids shortened; any 8+ characters of one do)")
+    table.add_column("id", no_wrap=True)
+    for name in ("kind", "state", "phase", "progress", "created"):
+        table.add_column(name)
     for job in page["items"]:
         progress = "" if job["progress"] is None else f"{job['progress']:.0%}"
         table.add_row(
-            job["id"],
+            job["id"][:SHORT_ID],
             job["kind"],
             f"[{STATE_STYLE.get(job['state'], '')}]{job['state']}[/]",
             job["phase"] or "",
@@ -170,19 +175,21 @@ def logs(
             while True:
                 for line in client.logs(job_id, after=after):
                     after = line["id"]
-                    console.print(
-                        f"[dim]{line['at'][:23]}[/dim] {line['level']:7} {line['message']}",
-                        highlight=False,
-                        markup=False,
-                    )
+                    _print_log_line(line)
                 if not follow or client.job(job_id)["state"] in TERMINAL_STATES:
                     if follow:  # lines written just before the end
                         for line in client.logs(job_id, after=after):
-                            console.print(line["message"], markup=False)
+                            _print_log_line(line)
                     return
                 time.sleep(1.0)
         except ApiError as error:
             raise fail(error) from None
+
+
+def _print_log_line(line: dict[str, Any]) -> None:
+    """Time dimmed, level, message as written: a message's own brackets are not markup."""
+    text = Text.assemble((line["at"][:23], "dim"), f" {line['level']:7} ", line["message"])
+    console.print(text, highlight=False, soft_wrap=True)
 
 
 @app.command()

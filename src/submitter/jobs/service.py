@@ -225,6 +225,38 @@ def enqueue(runtime: Runtime, job_id: str, queue: str) -> bool:
     return bool(updated) and _send(runtime, job_id, queue)
 
 
+#: The shortest prefix of a job id that is taken for the whole id (as git takes hashes).
+MIN_ID_PREFIX = 8
+_HEX = frozenset("0123456789abcdef")
+
+
+class AmbiguousJobId(JobNotFound):
+    """A prefix that matches more than one job."""
+
+    def __init__(self, prefix: str, matches: list[str]) -> None:
+        LookupError.__init__(
+            self, f"job id prefix {prefix} matches {', '.join(matches)}…: give more characters"
+        )
+        self.job_id = prefix
+
+
+def resolve_id(runtime: Runtime, ref: str) -> str:
+    """The job id `ref` stands for: a whole id, or a unique prefix of 8 or more characters
+    (ids are shown short where space is short, and people copy what they see)."""
+    ref = ref.lower()
+    if len(ref) >= 32 or len(ref) < MIN_ID_PREFIX or not _HEX.issuperset(ref):
+        return ref
+    with runtime.reads() as session:
+        matches = list(
+            session.scalars(select(Job.id).where(Job.id.startswith(ref)).order_by(Job.id).limit(3))
+        )
+    if not matches:
+        raise JobNotFound(ref)
+    if len(matches) > 1:
+        raise AmbiguousJobId(ref, matches[:2])
+    return matches[0]
+
+
 def get_job(runtime: Runtime, job_id: str) -> Job:
     with runtime.reads() as session:
         job = session.get(Job, job_id)

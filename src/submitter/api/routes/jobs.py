@@ -6,7 +6,7 @@ import mimetypes
 from typing import Annotated
 from urllib.parse import quote
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Depends, Path, Query, Response, status
 from fastapi.responses import StreamingResponse
 
 from submitter.api.deps import RuntimeDep, User, Viewer
@@ -16,6 +16,18 @@ from submitter.db.types import INT64_MAX
 from submitter.jobs import artifacts, service
 from submitter.jobs.schemas import ArtifactOut, JobCreate, JobOut, LogLineOut, Page
 from submitter.jobs.states import JobState
+
+
+def _job_id(
+    job_id: Annotated[str, Path(description="A job id, or a unique prefix of 8+ characters.")],
+    runtime: RuntimeDep,
+    _: Viewer,
+) -> str:
+    return service.resolve_id(runtime, job_id)
+
+
+#: The job a path names: its whole id, or a unique prefix (after the key is checked).
+JobId = Annotated[str, Depends(_job_id)]
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"], responses=API_ERRORS)
 
@@ -61,19 +73,19 @@ def list_jobs(
 
 
 @router.get("/{job_id}", response_model=JobOut, responses=responses(404))
-def get_job(job_id: str, runtime: RuntimeDep, _: Viewer) -> JobOut:
+def get_job(job_id: JobId, runtime: RuntimeDep, _: Viewer) -> JobOut:
     return JobOut.model_validate(service.get_job(runtime, job_id))
 
 
 @router.post("/{job_id}/cancel", response_model=JobOut, responses=responses(404, 409))
-def cancel_job(job_id: str, runtime: RuntimeDep, caller: User) -> JobOut:
+def cancel_job(job_id: JobId, runtime: RuntimeDep, caller: User) -> JobOut:
     """Cancel a queued job (it never starts) or a running one (it is stopped)."""
     return JobOut.model_validate(service.cancel(runtime, job_id, by=caller.name))
 
 
 @router.get("/{job_id}/logs", response_model=Page[LogLineOut], responses=responses(404))
 def job_logs(
-    job_id: str,
+    job_id: JobId,
     runtime: RuntimeDep,
     _: Viewer,
     after: Annotated[int, Query(ge=0, le=INT64_MAX, description="Only lines with id > after.")] = 0,
@@ -84,7 +96,7 @@ def job_logs(
 
 
 @router.get("/{job_id}/artifacts", response_model=Page[ArtifactOut], responses=responses(404))
-def list_artifacts(job_id: str, runtime: RuntimeDep, _: Viewer) -> Page[ArtifactOut]:
+def list_artifacts(job_id: JobId, runtime: RuntimeDep, _: Viewer) -> Page[ArtifactOut]:
     """Files the job wrote into its workdir, kept after it ended."""
     items = artifacts.list_artifacts(runtime, job_id)
     return Page(items=[ArtifactOut.model_validate(a) for a in items], total=len(items))
@@ -95,7 +107,7 @@ def list_artifacts(job_id: str, runtime: RuntimeDep, _: Viewer) -> Page[Artifact
     response_class=StreamingResponse,
     responses={200: {"content": {"application/octet-stream": {}}}, **responses(404)},
 )
-def get_artifact(job_id: str, name: str, runtime: RuntimeDep, _: Viewer) -> StreamingResponse:
+def get_artifact(job_id: JobId, name: str, runtime: RuntimeDep, _: Viewer) -> StreamingResponse:
     """Stream one artifact (`name` may contain `/`)."""
     artifact = artifacts.get_artifact(runtime, job_id, name)
     media_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
