@@ -211,3 +211,10 @@ def test_an_ambiguous_prefix_names_the_matches(stack: Stack) -> None:
     )
     one = stack.api.get(f"/api/v1/jobs/{prefix}1", headers=stack.headers("viewer"))
     assert one.status_code == 200 and one.json()["id"] == ids[1]
+
+
+def test_a_finished_job_says_it_finished(stack: Stack) -> None:
+    job = stack.submit(spec={"message": "steps", "sleep_seconds": 0.5})
+    done = stack.wait(job["id"])
+    assert done["state"] == "succeeded", done
+    assert (done["progress"], done["message"]) == (1.0, "finished")

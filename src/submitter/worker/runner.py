@@ -122,6 +122,7 @@ _FINISH = {
         result=bindparam("p_result", type_=JSONType),
         progress=1.0,
         phase=None,
+        message="finished",  # not the last step's message ("lightgbm fold 5/5")
         **_FINISH_COMMON,
     ),
     JobState.failed: _FINISHED.values(
@@ -338,13 +339,20 @@ class PendingWrites:
         self._lock = threading.Lock()
         self._lines: list[tuple[str, str]] = []
         self._progress: dict[str, Any] = {}
+        self._highest = 0.0
 
     def add_line(self, level: str, message: str) -> None:
         with self._lock:
             self._lines.append((level, message))
 
     def set_progress(self, fraction: float | None, message: str | None, phase: str | None) -> None:
+        """Progress only goes forward: work done in parallel threads (folds) reports out of
+        order, and a report behind the highest one seen is dropped with its message."""
         with self._lock:
+            if fraction is not None:
+                if fraction < self._highest:
+                    return
+                self._highest = fraction
             for key, value in (("progress", fraction), ("message", message), ("phase", phase)):
                 if value is not None:
                     self._progress[key] = value
