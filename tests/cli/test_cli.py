@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -173,6 +174,9 @@ def test_up_runs_the_stack_and_one_sigterm_stops_all(tmp_path: Path) -> None:
 def test_demo_finishes_on_a_fresh_home() -> None:
     result = run({}, "demo", timeout=180)
     assert result.returncode == 0, result.stdout + result.stderr
+    home = re.search(r"home (\S+)", result.stdout)
+    assert home is not None, result.stdout
+    assert not Path(home.group(1)).exists(), "the demo left its temporary home behind"
     assert "leaderboard" in result.stdout
     assert "predictions (production)" in result.stdout
 

@@ -9,8 +9,10 @@ kombu channel. Both used the channel's one SQLAlchemy session, and the worker st
 
 from __future__ import annotations
 
+import glob
 import os
 import signal
+import tempfile
 from functools import partial
 
 import pytest
@@ -54,6 +56,9 @@ def test_many_cancels_that_kill_pool_processes_leave_the_worker_serving(
             assert response.status_code == 200, response.text
             eventually(partial(_killed, worker, job), timeout=30)
             cancelled.append(job)
+            # The killed process cleaned its job folder first: no `finally` runs after SIGKILL.
+            left = glob.glob(os.path.join(tempfile.gettempdir(), f"submitter-job-{job}-*"))
+            assert not left, left
         eventually(lambda: all(_redelivered(worker, j) for j in cancelled), timeout=60)
         after = stack.submit(spec={"message": "after the cancels"})
         assert stack.wait(after["id"], timeout=60)["state"] == "succeeded"

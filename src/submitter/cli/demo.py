@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -63,7 +64,7 @@ def demo(
             start_new_session=True,
         )
     client = Client(url=f"http://127.0.0.1:{port}", api_key=key)
-    code = 0
+    code = 1  # until the main job says otherwise: a failed demo keeps its home and log
     try:
         with console.status("starting API, worker and beat ..."):
             deadline = time.monotonic() + 60
@@ -87,6 +88,11 @@ def demo(
                 stack.wait(30)
             except subprocess.TimeoutExpired:
                 os.killpg(stack.pid, signal.SIGKILL)
+                stack.wait(10)
+            if code == 0:  # a failed demo keeps its home: the log is in it
+                shutil.rmtree(home, ignore_errors=True)
+            else:
+                console.print(f"the demo's files and log are kept in {home}")
     raise typer.Exit(code)
 
 

@@ -210,7 +210,13 @@ def _execute(
         record_external_id=lambda value: _record_external_id(runtime, job_id, token, value),
     )
     heartbeat = Heartbeat(
-        runtime, job_id, token, context.cancelled, pending, kill_on_stuck=in_pool_child
+        runtime,
+        job_id,
+        token,
+        context.cancelled,
+        pending,
+        kill_on_stuck=in_pool_child,
+        workdir=workdir,
     )
     heartbeat.start()
     result: Any = None
@@ -376,8 +382,10 @@ class Heartbeat(threading.Thread):
         pending: PendingWrites,
         *,
         kill_on_stuck: bool,
+        workdir: Path | None = None,
     ) -> None:
         super().__init__(name=f"heartbeat-{job_id}", daemon=True)
+        self.workdir = workdir
         self.runtime = runtime
         self.job_id = job_id
         self.token = token
@@ -420,4 +428,6 @@ class Heartbeat(threading.Thread):
         if self._stop_event.wait(grace) or not self.kill_on_stuck:
             return
         logger.warning("job %s did not stop within %.0fs of cancel: killing", self.job_id, grace)
+        if self.workdir is not None:  # no `finally` runs after SIGKILL: clean up first
+            shutil.rmtree(self.workdir, ignore_errors=True)
         os.kill(os.getpid(), signal.SIGKILL)
