@@ -210,6 +210,12 @@ def test_datasets_commands_and_job_artifacts(served: dict[str, str], tmp_path: P
     assert json.loads(mean.stdout)["value"] == 29.5
     bad = run(served, "datasets", "aggregate", "people", "--fn", "median", "--column", "age")
     assert bad.returncode == 1 and "fn" in bad.stderr
+    equals = run(served, "datasets", "aggregate", "people", "--fn", "count", "--where", "city=Oulu")
+    assert equals.returncode == 2 and "COLUMN:VALUE" in equals.stderr, equals.stderr
+    no_key = run(
+        {"SUBMITTER_URL": served["SUBMITTER_URL"], "SUBMITTER_HOME": "/nonexistent"}, "workers"
+    )
+    assert no_key.returncode == 1 and "SUBMITTER_API_KEY" in no_key.stderr, no_key.stderr
 
     described = run(
         served, "jobs", "submit", "describe", "--spec", '{"dataset": "people"}', "--wait", "--json"
@@ -302,3 +308,11 @@ def test_help_does_not_import_the_database_or_ml_stack() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.stdout.strip() == "[]", result.stdout + result.stderr
+
+
+def test_an_error_about_the_whole_request_is_named(capsys: pytest.CaptureFixture[str]) -> None:
+    from submitter.cli.jobs import fail
+    from submitter.client import ApiError
+
+    fail(ApiError(422, [{"loc": ["body"], "msg": "give exactly one of `cron` and `every`"}]))
+    assert capsys.readouterr().err.startswith("request: give exactly one of")

@@ -29,7 +29,8 @@ def get_principal(
     if credentials is None or not credentials.credentials:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
-            "missing API key: send 'Authorization: Bearer <key>'",
+            "missing API key: send 'Authorization: Bearer <key>' (the CLI and the client "
+            "read it from SUBMITTER_API_KEY)",
             headers={"WWW-Authenticate": "Bearer"},
         )
     admin_key = runtime.settings.admin_key

@@ -15,6 +15,7 @@ from submitter.client import ApiError, Client
 
 app = typer.Typer(help="Datasets: CSV or Parquet, versioned by name.", no_args_is_help=True)
 console = Console()
+err = Console(stderr=True)
 
 
 def _show(dataset: dict[str, Any], as_json: bool) -> None:
@@ -119,7 +120,10 @@ def aggregate(
     """E.g. `submitter datasets aggregate credit --fn mean --column AGE --where SEX:1`."""
     filters = {}
     for item in where or []:
-        key, _, value = item.partition(":")
+        key, sep, value = item.partition(":")
+        if not sep or not key:
+            err.print(f"[red]--where[/red] takes COLUMN:VALUE, e.g. SEX:1 (got {item!r})")
+            raise typer.Exit(2)
         filters[key] = value
     with Client() as client:
         try:

@@ -50,7 +50,7 @@ def fail(error: ApiError) -> typer.Exit:
     if isinstance(detail, list):  # a 422: one line per field
         for item in detail:
             loc = ".".join(str(p) for p in item.get("loc", []) if p != "body")
-            err.print(f"[red]{loc}[/red]: {item.get('msg')}")
+            err.print(f"[red]{loc or 'request'}[/red]: {item.get('msg')}")
     else:
         err.print(f"[red]error {error.status_code}[/red]: {detail}")
     return typer.Exit(1)
