@@ -82,7 +82,9 @@ def test_preview_limits_rows_across_row_groups(people: Path) -> None:
     assert len(preview(people, 6)["rows"]) == 6
     assert [row[0] for row in preview(people, 6)["rows"]] == [1, 2, 3, 4, 5, 6]
     assert len(preview(people, 100)["rows"]) == 8
-    assert preview(people, 0) == {"columns": preview(people, 1)["columns"], "rows": []}
+    empty = preview(people, 0)
+    assert (empty["columns"], empty["rows"]) == (preview(people, 1)["columns"], [])
+    assert empty["truncated"] == {"cell_chars": 4096, "cells": [], "columns": [], "rows": False}
     with pytest.raises(QueryError) as caught:
         preview(people, -1)
     assert caught.value.field == "limit"

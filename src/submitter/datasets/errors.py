@@ -9,7 +9,9 @@ class IngestError(ValueError):
     `reason` is the human text (it names the line, the column or the byte when it can);
     `code` is a stable machine word for it: ``empty``, ``no_header``, ``empty_column_name``,
     ``duplicate_columns``, ``ragged``, ``encoding``, ``malformed``, ``unknown_format`` or
-    ``corrupt_parquet``; `line` is the 1-based physical line of the file when one is to blame.
+    ``corrupt_parquet``, ``nul`` (a NUL in a column name) or ``too_large`` (past a
+    `DatasetLimits` bound: `LimitExceeded`); `line` is the 1-based physical line of the file
+    when one is to blame.
     """
 
     def __init__(self, reason: str, *, code: str, line: int | None = None) -> None:

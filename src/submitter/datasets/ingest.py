@@ -22,7 +22,16 @@ CSV rules:
   else -> string), so a valid CSV is never refused for type drift. After `MAX_RETRIES`
   restarts every column is read as text.
 
-Output: zstd-compressed Parquet, row groups of about `ROW_GROUP_ROWS` rows, written to a
+Limits (`DatasetLimits`, from the `SUBMITTER_MAX_*_BYTES` settings): what an upload
+decodes to is bounded while it streams. Parquet is read through `BoundedParquetFile` (the
+footer's sizes checked before a row group is read, text read as dictionaries and measured
+before it is decoded); CSV batches are measured as they come. A single CSV row must fit in
+one block of the reader: a longer one is retried once with blocks of `cell_bytes` and past
+that refused naming `SUBMITTER_MAX_CELL_BYTES`. Column names may not hold NUL characters
+(PostgreSQL stores no NUL in text or JSON; the same answer on every backend).
+
+Output: zstd-compressed Parquet, row groups of about `ROW_GROUP_ROWS` rows (and at most
+half of `row_group_bytes`, so that our own files pass the readers' limits), written to a
 temporary file next to `target` and renamed onto it only on success: a refused upload leaves
 no `target` behind.
 """
@@ -46,6 +55,8 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from submitter.datasets.errors import IngestError
+from submitter.datasets.limits import BoundedParquetFile, DatasetLimits, LimitExceeded, Tally
+from submitter.datasets.limits import check_batch as check_limits
 
 CSV_EXTENSIONS = frozenset({".csv", ".tsv", ".txt"})
 PARQUET_EXTENSIONS = frozenset({".parquet", ".pq"})
@@ -117,13 +128,16 @@ def ingest(
     format: str | None = None,
     delimiter: str | None = None,
     block_size: int = BLOCK_SIZE,
+    limits: DatasetLimits | None = None,
 ) -> IngestResult:
     """Convert `source` (CSV or Parquet) into a Parquet file at `target`.
 
     The format is `format` (``csv``, ``tsv`` or ``parquet``), else the Parquet magic bytes, else
     the extension of `filename` (or of `source`). Raises `IngestError` (with no `target`
-    written) when the file cannot be a dataset.
+    written) when the file cannot be a dataset; `LimitExceeded` (an `IngestError`) when it
+    decodes to more than `limits` allow, before that much is in memory.
     """
+    limits = limits or DatasetLimits()
     source, target = Path(source), Path(target)
     size = source.stat().st_size
     if size == 0:
@@ -138,11 +152,11 @@ def ingest(
     temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
     try:
         if kind == "parquet":
-            schema, rows = _parquet_to_parquet(source, temporary)
+            schema, rows = _parquet_to_parquet(source, temporary, limits)
             used_delimiter = None
         else:
             schema, rows, used_delimiter = _csv_to_parquet(
-                source, temporary, delimiter, default_delimiter, block_size
+                source, temporary, delimiter, default_delimiter, block_size, limits
             )
         os.replace(temporary, target)
     except BaseException:
@@ -220,29 +234,33 @@ def _has_parquet_magic(source: Path, size: int) -> bool:
 # -- Parquet ------------------------------------------------------------------------------
 
 
-def _parquet_to_parquet(source: Path, target: Path) -> tuple[pa.Schema, int]:
+def _parquet_to_parquet(source: Path, target: Path, limits: DatasetLimits) -> tuple[pa.Schema, int]:
     def corrupt(error: Exception) -> IngestError:
         return IngestError(f"not a readable Parquet file: {error}", code="corrupt_parquet")
 
     try:
-        parquet = pq.ParquetFile(source)
+        parquet = BoundedParquetFile(source, limits=limits)
         schema = parquet.schema_arrow
         expected_rows = parquet.metadata.num_rows
     except (pa.ArrowException, OSError, ValueError) as error:
         raise corrupt(error) from None
-    _check_names(list(schema.names))
-    rows = 0
-    with contextlib.closing(parquet), _RowGroupWriter(target, schema) as writer:
-        batches = parquet.iter_batches(batch_size=64 * 1024, use_threads=False)
-        while True:
-            try:
-                batch = next(batches)
-            except StopIteration:
-                break
-            except (pa.ArrowException, OSError, ValueError) as error:
-                raise corrupt(error) from None
-            writer.write(batch)
-            rows += batch.num_rows
+    with contextlib.closing(parquet):
+        _check_names(list(schema.names))
+        parquet.check_footer()  # before the writer or any row group
+        rows = 0
+        with _RowGroupWriter(target, schema, limits) as writer:
+            batches = parquet.iter_batches(batch_size=64 * 1024, use_threads=False)
+            while True:
+                try:
+                    batch = next(batches)
+                except StopIteration:
+                    break
+                except IngestError:
+                    raise
+                except (pa.ArrowException, OSError, ValueError) as error:
+                    raise corrupt(error) from None
+                writer.write(batch)
+                rows += batch.num_rows
     if rows != expected_rows:
         raise IngestError(
             f"not a readable Parquet file: the footer says {expected_rows} rows, "
@@ -255,8 +273,9 @@ def _parquet_to_parquet(source: Path, target: Path) -> tuple[pa.Schema, int]:
 class _RowGroupWriter:
     """A ParquetWriter that buffers batches into row groups of about ROW_GROUP_ROWS rows."""
 
-    def __init__(self, path: Path, schema: pa.Schema) -> None:
+    def __init__(self, path: Path, schema: pa.Schema, limits: DatasetLimits) -> None:
         self.schema = schema
+        self.max_bytes = min(ROW_GROUP_BYTES, limits.row_group_bytes // 2)
         self.writer = pq.ParquetWriter(str(path), schema, compression=COMPRESSION)
         self.buffer: list[pa.RecordBatch] = []
         self.rows = 0
@@ -278,7 +297,7 @@ class _RowGroupWriter:
         self.buffer.append(batch)
         self.rows += batch.num_rows
         self.bytes += batch.nbytes
-        if self.rows >= ROW_GROUP_ROWS or self.bytes >= ROW_GROUP_BYTES:
+        if self.rows >= ROW_GROUP_ROWS or self.bytes >= self.max_bytes:
             self.flush()
 
     def flush(self) -> None:
@@ -292,6 +311,10 @@ class _RowGroupWriter:
 
 
 # -- CSV ----------------------------------------------------------------------------------
+
+
+class _Straddle(Exception):
+    """A CSV row did not fit in one block of the reader."""
 
 
 class _Widen(Exception):
@@ -309,6 +332,7 @@ def _csv_to_parquet(
     delimiter: str | None,
     preferred: str,
     block_size: int,
+    limits: DatasetLimits,
 ) -> tuple[pa.Schema, int, str]:
     sample, whole = _read_sample(source)
     text = _decode_sample(source, sample, whole)
@@ -324,16 +348,32 @@ def _csv_to_parquet(
     header = _first_record(text, delimiter)
     _check_header(header)
 
+    def convert(types: dict[str, pa.DataType]) -> tuple[pa.Schema, int]:
+        """One conversion; a row longer than a block is retried once with blocks of
+        `cell_bytes` (the longest row we take), and refused past that."""
+        nonlocal block_size
+        while True:
+            try:
+                return _convert_csv(source, target, delimiter, header, types, block_size, limits)
+            except _Straddle:
+                if block_size >= limits.cell_bytes:
+                    raise LimitExceeded(
+                        "SUBMITTER_MAX_CELL_BYTES",
+                        limits.cell_bytes,
+                        f"a CSV row is longer than {max(block_size, limits.cell_bytes)} bytes",
+                    ) from None
+                block_size = limits.cell_bytes
+
     column_types: dict[str, pa.DataType] = {}
     for _ in range(MAX_RETRIES):
         try:
-            schema, rows = _convert_csv(source, target, delimiter, header, column_types, block_size)
+            schema, rows = convert(column_types)
             return schema, rows, delimiter
         except _Widen as widen:
             column_types[widen.column] = widen.dtype
     everything_text = dict.fromkeys(header, pa.string())
     try:
-        schema, rows = _convert_csv(source, target, delimiter, header, everything_text, block_size)
+        schema, rows = convert(everything_text)
     except _Widen as widen:  # cannot happen with every column as text
         raise IngestError(f"column {widen.column!r} could not be read", code="malformed") from None
     return schema, rows, delimiter
@@ -428,6 +468,14 @@ def _check_header(header: list[str]) -> None:
 def _check_names(names: list[str]) -> None:
     if not names:
         raise IngestError("the file has no columns", code="no_header")
+    with_nul = [str(i + 1) for i, name in enumerate(names) if "\x00" in name]
+    if with_nul:
+        raise IngestError(
+            f"the name of column{'s' if len(with_nul) > 1 else ''} {', '.join(with_nul)} "
+            "holds a NUL character (\\x00), which no backend stores; rename it",
+            code="nul",
+            line=1,
+        )
     empty = [str(i + 1) for i, name in enumerate(names) if not name.strip()]
     if empty:
         raise IngestError(
@@ -454,6 +502,7 @@ def _convert_csv(
     header: list[str],
     column_types: dict[str, pa.DataType],
     block_size: int,
+    limits: DatasetLimits,
 ) -> tuple[pa.Schema, int]:
     invalid: list[Any] = []
 
@@ -494,8 +543,10 @@ def _convert_csv(
             )
             names = list(reader.schema.names)
             schema = _output_schema(source, reader.schema)
-            with _RowGroupWriter(target, schema) as writer:
+            tally = Tally(limits)
+            with _RowGroupWriter(target, schema, limits) as writer:
                 for batch in _batches(reader):
+                    check_limits(batch, limits, tally, rows)
                     writer.write(batch)
                     rows += batch.num_rows
     except pa.ArrowInvalid as error:
@@ -588,6 +639,8 @@ def _classify(
             line=line,
         )
     message = str(error)
+    if "straddling object" in message:
+        return _Straddle(message)
     match = _CONVERSION_ERROR.search(message)
     if match is None:
         return IngestError(f"cannot read the CSV: {message}", code="malformed")

@@ -6,12 +6,20 @@ JSON-safe: NaN and infinities become None, dates and times ISO strings, decimals
 Filters are equalities ANDed together; their values arrive as text (``where=SEX:1``) and are
 cast to the column's type. An empty value matches null. In float columns NaN is treated as
 missing, as pandas does: it is not counted and does not poison a mean.
+
+Every read goes through `BoundedParquetFile` (`submitter.datasets.limits`): a dataset that
+decodes past the limits raises `LimitExceeded` before it is in memory. Every answer is
+bounded too: a preview cuts text, binary and nested cells to `PREVIEW_CELL_CHARS` and stops
+adding rows past `PREVIEW_MAX_BYTES`, and says which cells it cut (``truncated``); group
+keys of an aggregate are cut the same way.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
+import json
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -19,13 +27,13 @@ from decimal import Decimal, InvalidOperation
 from os import PathLike
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
 import pyarrow.fs as pafs
-import pyarrow.parquet as pq
 
 from submitter.datasets.errors import QueryError
+from submitter.datasets.limits import BoundedParquetFile, DatasetLimits
 
 __all__ = ["FUNCTIONS", "QueryError", "aggregate", "preview"]
 
@@ -42,29 +50,106 @@ FUNCTIONS: dict[str, tuple[bool, str]] = {
 }
 #: More groups than this is refused: the answer would be a data dump, not an aggregate.
 MAX_GROUPS = 10_000
+#: A preview cell longer than this (characters of text, bytes of binary, characters of the
+#: JSON of a nested value) is cut to it, and named in the answer's ``truncated``.
+PREVIEW_CELL_CHARS = 4096
+#: A preview stops adding rows once its cells hold about this many bytes (at least one row).
+PREVIEW_MAX_BYTES = 4 << 20
 TRUE_WORDS = frozenset({"true", "t", "yes", "y", "1"})
 FALSE_WORDS = frozenset({"false", "f", "no", "n", "0"})
 
 
-def preview(source: Source, limit: int) -> dict[str, Any]:
-    """The first `limit` rows: ``{"columns": [names], "rows": [[values], ...]}``."""
+def preview(source: Source, limit: int, limits: DatasetLimits | None = None) -> dict[str, Any]:
+    """The first `limit` rows, bounded: ``{"columns", "rows", "truncated"}``.
+
+    ``truncated`` is ``{"cell_chars", "cells": [{"row", "column", "bytes"}], "columns",
+    "rows"}``: the cells cut to `PREVIEW_CELL_CHARS` (with their size in bytes, of their
+    JSON for nested values), the columns that had any, and whether rows were left out to
+    keep the answer under `PREVIEW_MAX_BYTES`. Cells are cut batch by batch as they are
+    read, so memory stays small too.
+    """
     if limit < 0:
         raise QueryError("limit", f"must be 0 or more, not {limit}")
-    with _open(source) as stream:
-        parquet = pq.ParquetFile(stream)
-        names = list(parquet.schema_arrow.names)
-        batches: list[pa.RecordBatch] = []
-        taken = 0
+    cut_cells: list[dict[str, Any]] = []
+    rows: list[list[Any]] = []
+    rows_left_out = False
+    with _open(source, limits) as parquet:
+        schema = parquet.schema_arrow
+        names = list(schema.names)
+        budget = PREVIEW_MAX_BYTES
         if limit > 0:
             for batch in parquet.iter_batches(batch_size=min(limit, 64 * 1024)):
-                batches.append(batch.slice(0, limit - taken))
-                taken += batches[-1].num_rows
-                if taken >= limit:
+                batch = batch.slice(0, limit - len(rows))
+                columns, sizes = _preview_columns(batch, len(rows), cut_cells)
+                ends = np.cumsum(sizes) if len(sizes) else np.zeros(0)
+                keep = int(np.searchsorted(ends, budget, side="right"))
+                if not rows:
+                    keep = max(keep, 1)  # the first row always, whatever its size
+                keep = min(keep, batch.num_rows)
+                rows.extend(list(row) for row in zip(*(c[:keep] for c in columns), strict=True))
+                budget -= int(ends[keep - 1]) if keep else 0
+                if keep < batch.num_rows:
+                    rows_left_out = True
                     break
-        table = pa.Table.from_batches(batches, schema=parquet.schema_arrow)
-    columns = [_json_column(table.column(i)) for i in range(table.num_columns)]
-    rows = [list(row) for row in zip(*columns, strict=True)] if columns else []
-    return {"columns": names, "rows": rows}
+                if len(rows) >= limit:
+                    break
+    kept = len(rows)
+    cut_cells = [cell for cell in cut_cells if cell["row"] < kept]
+    truncated = {
+        "cell_chars": PREVIEW_CELL_CHARS,
+        "cells": cut_cells,
+        "columns": [name for name in names if any(c["column"] == name for c in cut_cells)],
+        "rows": rows_left_out,
+    }
+    return {"columns": names, "rows": rows, "truncated": truncated}
+
+
+def _preview_columns(
+    batch: pa.RecordBatch, first_row: int, cut_cells: list[dict[str, Any]]
+) -> tuple[list[list[Any]], np.ndarray]:
+    """JSON values of `batch`'s columns with long cells cut (noted in `cut_cells`), and
+    the approximate bytes of each row in the answer."""
+    sizes = np.full(batch.num_rows, 8 * max(1, batch.num_columns), dtype=np.int64)
+    columns: list[list[Any]] = []
+    cuts: list[tuple[int, str, int]] = []
+    for index, field in enumerate(batch.schema):
+        column: pa.Array = batch.column(index)
+        if pa.types.is_dictionary(column.type):
+            column = column.cast(column.type.value_type)
+        dtype = column.type
+        is_text = pa.types.is_string(dtype) or pa.types.is_large_string(dtype)
+        is_binary = pa.types.is_binary(dtype) or pa.types.is_large_binary(dtype)
+        if is_text or is_binary:
+            measure = pc.utf8_length(column) if is_text else pc.binary_length(column)
+            long = pc.fill_null(pc.greater(measure, PREVIEW_CELL_CHARS), False)
+            if pc.any(long).as_py():
+                byte_sizes = pc.binary_length(column)
+                for position in np.flatnonzero(long.to_numpy(zero_copy_only=False)).tolist():
+                    cuts.append((position, field.name, byte_sizes[position].as_py()))
+                cut = (
+                    pc.utf8_slice_codeunits(column, 0, PREVIEW_CELL_CHARS)
+                    if is_text
+                    else pc.binary_slice(column, 0, PREVIEW_CELL_CHARS)
+                )
+                column = cut
+            sizes += pc.fill_null(pc.binary_length(column), 0).to_numpy(zero_copy_only=False)
+            values = _json_column(column)
+        elif pa.types.is_nested(dtype):
+            values = _json_column(column)
+            for line, value in enumerate(values):
+                if value is None:
+                    continue
+                text = json.dumps(value)
+                if len(text) > PREVIEW_CELL_CHARS:
+                    cuts.append((line, field.name, len(text.encode())))
+                    text = values[line] = text[:PREVIEW_CELL_CHARS]
+                sizes[line] += len(text)
+        else:
+            values = _json_column(column)
+        columns.append(values)
+    for row, name, size in sorted(cuts):
+        cut_cells.append({"row": first_row + row, "column": name, "bytes": size})
+    return columns, sizes
 
 
 def aggregate(
@@ -73,18 +158,31 @@ def aggregate(
     column: str | None,
     where: Mapping[str, str] | Iterable[tuple[str, str]] | None,
     group_by: str | None,
+    limits: DatasetLimits | None = None,
 ) -> dict[str, Any]:
     """`fn` of `column` over the rows matching `where`, overall or per `group_by` value.
 
     Without group_by: ``{"fn", "column", "where", "group_by": None, "rows", "value"}``;
     with it: ``{..., "rows", "groups": [{"key", "value", "rows"}, ...]}`` sorted by key, null
-    last. ``rows`` counts the rows matching the filter (per group: the group's rows).
+    last. ``rows`` counts the rows matching the filter (per group: the group's rows). A text
+    key (or min/max value) longer than `PREVIEW_CELL_CHARS` is cut, and its group (or the
+    answer) has ``"truncated": true``.
     """
+    with _open(source, limits) as parquet:
+        return _aggregate(parquet, fn, column, where, group_by)
+
+
+def _aggregate(
+    parquet: BoundedParquetFile,
+    fn: str,
+    column: str | None,
+    where: Mapping[str, str] | Iterable[tuple[str, str]] | None,
+    group_by: str | None,
+) -> dict[str, Any]:
     if fn not in FUNCTIONS:
         raise QueryError("fn", f"unknown fn {fn!r}: expected one of {', '.join(FUNCTIONS)}")
     needs_column, hash_fn = FUNCTIONS[fn]
-    dataset = _dataset(source)
-    schema = dataset.schema
+    schema = parquet.schema_arrow
     filters = list(where.items()) if isinstance(where, Mapping) else list(where or ())
 
     if column is not None:
@@ -100,17 +198,23 @@ def aggregate(
     echo = _echo(filters)
     result: dict[str, Any] = {"fn": fn, "column": column, "where": echo, "group_by": group_by}
 
-    if group_by is None and column is None:  # count of rows: no column to read
-        rows = dataset.count_rows(filter=expression)
+    if group_by is None and column is None and expression is None:  # the footer knows
+        rows = parquet.metadata.num_rows
         return {**result, "rows": rows, "value": rows}
 
+    filter_names = list(dict.fromkeys(name for name, _ in filters))
+    if group_by is None and column is None:  # count of the matching rows
+        rows = _filtered(parquet, filter_names, filter_names, expression).num_rows
+        return {**result, "rows": rows, "value": rows}
     names = [n for n in dict.fromkeys([column, group_by]) if n is not None]
-    table = dataset.to_table(columns=names, filter=expression)
+    table = _filtered(parquet, names, filter_names, expression)
     table = _nan_as_null(table)
     if group_by is None:
         assert column is not None
-        value = _scalar_aggregate(fn, _decoded(table.column(column)))
-        return {**result, "rows": table.num_rows, "value": _json_scalar(value)}
+        value = _json_scalar(_scalar_aggregate(fn, _decoded(table.column(column))))
+        if isinstance(value, str) and len(value) > PREVIEW_CELL_CHARS:
+            value, result["truncated"] = value[:PREVIEW_CELL_CHARS], True
+        return {**result, "rows": table.num_rows, "value": value}
 
     key_name = "__key__"
     grouped = pa.table(
@@ -132,7 +236,7 @@ def aggregate(
     out = out.sort_by([(key_name, "ascending")])  # nulls go last by default
     values = out.column(f"__value___{hash_fn}") if column else out.column("count_all")
     groups = [
-        {"key": key, "value": value, "rows": rows}
+        _group(key, value, rows)
         for key, value, rows in zip(
             _json_column(out.column(key_name)),
             _json_column(values),
@@ -141,6 +245,15 @@ def aggregate(
         )
     ]
     return {**result, "rows": table.num_rows, "groups": groups}
+
+
+def _group(key: Any, value: Any, rows: int) -> dict[str, Any]:
+    group: dict[str, Any] = {"key": key, "value": value, "rows": rows}
+    for name in ("key", "value"):
+        if isinstance(group[name], str) and len(group[name]) > PREVIEW_CELL_CHARS:
+            group[name] = group[name][:PREVIEW_CELL_CHARS]
+            group["truncated"] = True
+    return group
 
 
 # -- sources ------------------------------------------------------------------------------
@@ -153,16 +266,27 @@ def _split(source: Source) -> tuple[pafs.FileSystem | None, str]:
     return None, str(source)
 
 
-def _open(source: Source) -> Any:
+def _open(source: Source, limits: DatasetLimits | None) -> contextlib.closing[BoundedParquetFile]:
     filesystem, path = _split(source)
-    if filesystem is None:
-        return pa.OSFile(path)
-    return filesystem.open_input_file(path)
+    parquet = BoundedParquetFile(path, limits=limits or DatasetLimits(), filesystem=filesystem)
+    return contextlib.closing(parquet)
 
 
-def _dataset(source: Source) -> ds.Dataset:
-    filesystem, path = _split(source)
-    return ds.dataset(path, format="parquet", filesystem=filesystem)
+def _filtered(
+    parquet: BoundedParquetFile, names: list[str], filter_names: list[str], expression: Any
+) -> pa.Table:
+    """Columns `names` of the rows matching `expression`, read batch by batch (bounded)."""
+    read = list(dict.fromkeys([*names, *filter_names]))
+    schema = pa.schema([parquet.schema_arrow.field(name) for name in names])
+    parts: list[pa.Table] = []
+    for batch in parquet.iter_batches(columns=read):
+        part = pa.Table.from_batches([batch])
+        if expression is not None:
+            part = part.filter(expression)
+        parts.append(part.select(names))
+    if not parts:
+        return schema.empty_table()
+    return pa.concat_tables(parts)
 
 
 # -- validation ---------------------------------------------------------------------------
