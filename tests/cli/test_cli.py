@@ -246,6 +246,32 @@ def test_models_commands(served: dict[str, str], tmp_path: Path) -> None:
     for _ in range(2):
         trained = run(served, "jobs", "submit", "train", "--spec", spec, "--wait", timeout=180)
         assert trained.returncode == 0, trained.stdout + trained.stderr
+    # For people: the leaderboard, what was registered, where the files are; not raw JSON.
+    assert "leaderboard (AUC" in trained.stdout and "registered toy v2" in trained.stdout
+    assert "artifacts: submitter jobs artifacts" in trained.stdout
+    assert len(trained.stdout.splitlines()) < 40, trained.stdout
+    predicted = run(
+        served, "models", "predict", "toy", "--rows", '[{"x": 5, "y": 1}, {"x": 1, "y": 2}]'
+    )
+    assert predicted.returncode == 0, predicted.stderr
+    assert "toy v2" in predicted.stdout and "p(a)" in predicted.stdout
+    (tmp_path / "rows.csv").write_text("x,y\n6,0\n0,4\n")
+    as_json = run(
+        served,
+        "models",
+        "predict",
+        "toy",
+        "--csv",
+        str(tmp_path / "rows.csv"),
+        "--version",
+        "1",
+        "--json",
+    )
+    assert as_json.returncode == 0, as_json.stderr
+    answer = json.loads(as_json.stdout)
+    assert answer["version"] == 1 and len(answer["predictions"]) == 2
+    neither = run(served, "models", "predict", "toy")
+    assert neither.returncode == 2 and "--rows" in neither.stderr
     listed = run(served, "models", "list")
     assert "toy" in listed.stdout
     shown = run(served, "models", "show", "toy", "--json")

@@ -35,12 +35,12 @@ def _client() -> Client:
     return Client()
 
 
-def parse_spec(spec: str) -> Any:
-    """The `--spec` option's JSON; exit 2 (usage error) when it is not JSON."""
+def parse_spec(spec: str, option: str = "--spec") -> Any:
+    """An option's JSON (`--spec`, `--rows`); exit 2 (usage error) when it is not JSON."""
     try:
         return json.loads(spec)
     except json.JSONDecodeError as error:
-        err.print(f"[red]--spec is not valid JSON[/red]: {error}")
+        err.print(f"[red]{option} is not valid JSON[/red]: {error}")
         raise typer.Exit(2) from None
 
 
@@ -83,8 +83,71 @@ def _print_job(job: dict[str, Any], as_json: bool) -> None:
             value = f"[{STATE_STYLE.get(value, '')}]{value}[/]"
         table.add_row(f"[bold]{key}[/bold]", str(value))
     console.print(table)
-    if job.get("result") is not None:
-        console.print_json(data=job["result"])
+    result = job.get("result")
+    if result is None:
+        return
+    if job.get("kind") == "train" and isinstance(result, dict) and "leaderboard" in result:
+        _print_training(job["id"], result)
+    else:
+        _print_result(result)
+    console.print(f"[dim]all of it: submitter jobs show {job['id'][:SHORT_ID]} --json[/dim]")
+
+
+def _number(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else "" if value is None else str(value)
+
+
+def _print_training(job_id: str, result: dict[str, Any]) -> None:
+    """The leaderboard as a table, then what was registered and where the files are."""
+    metric = result["metric"]
+    task_metrics = (
+        ("Accuracy", "AUC", "F1")
+        if result.get("task") == "classification"
+        else ("R2", "RMSE", "MAE")
+    )
+    columns = [metric, *(m for m in task_metrics if m != metric), "fit_seconds"]
+    table = Table(title=f"leaderboard ({metric}, cross-validated)")
+    table.add_column("model")
+    for name in columns:
+        table.add_column(name, justify="right")
+    for row in result["leaderboard"]:
+        table.add_row(row["model"], *(_number(row.get(name)) for name in columns))
+    console.print(table)
+    holdout = result.get("holdout") or {}
+    console.print(
+        f"registered [bold]{result['model_name']} v{result['version']}[/bold] "
+        f"({result['best_model']}); holdout {metric} {_number(holdout.get(metric))}"
+    )
+    for key in ("skipped", "failed"):
+        if result.get(key):
+            console.print(f"{key}: {result[key]}")
+    console.print(f"artifacts: submitter jobs artifacts {job_id[:SHORT_ID]}")
+
+
+def _print_result(result: Any) -> None:
+    """A result for people: scalars as lines, a list of records as a table (20 rows)."""
+    if not isinstance(result, dict):
+        console.print(Text(_short(result)))
+        return
+    table = Table(show_header=False, box=None, title="result", title_justify="left")
+    records: list[tuple[str, list[dict[str, Any]]]] = []
+    for key, value in result.items():
+        if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            records.append((key, value))
+        else:
+            table.add_row(f"[bold]{key}[/bold]", Text(_short(value)))
+    console.print(table)
+    for key, rows in records:
+        names = list(dict.fromkeys(name for row in rows for name in row))[:8]
+        shown = Table(*names, title=f"{key} ({len(rows)})")
+        for row in rows[:20]:
+            shown.add_row(*(Text(_short(row.get(name), 40)) for name in names))
+        console.print(shown)
+
+
+def _short(value: Any, width: int = 100) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 @app.command()

@@ -1,19 +1,22 @@
-"""`submitter models`: the registry over HTTP — list, show, promote."""
+"""`submitter models`: the registry over HTTP — list, show, promote, predict."""
 
 from __future__ import annotations
 
+import csv as csv_module
 import json
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from submitter.cli.jobs import fail
+from submitter.cli.jobs import fail, parse_spec
 from submitter.client import ApiError, Client
 
 app = typer.Typer(help="Model registry: versions, metrics, aliases.", no_args_is_help=True)
 console = Console()
+err = Console(stderr=True)
 
 
 def _number(value: Any) -> str:
@@ -79,3 +82,56 @@ def promote(
         except ApiError as error:
             raise fail(error) from None
     console.print(f"{name}: {alias} → v{version}")
+
+
+@app.command()
+def predict(
+    name: str,
+    rows: Annotated[
+        str | None, typer.Option(help='Rows as JSON: [{"AGE": 24, "SEX": 2}, ...].')
+    ] = None,
+    csv: Annotated[
+        Path | None, typer.Option(help="A CSV file with a header; every row is predicted.")
+    ] = None,
+    version: Annotated[int | None, typer.Option(help="This version.")] = None,
+    alias: Annotated[str | None, typer.Option(help="The version this alias points at.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the API's JSON.")] = False,
+) -> None:
+    """Predict rows with a model: `production`, else the latest, unless --version/--alias."""
+    if (rows is None) == (csv is None):
+        err.print("[red]give --rows JSON or --csv FILE[/red]")
+        raise typer.Exit(2)
+    records = _csv_records(csv) if csv is not None else parse_spec(rows or "[]", "--rows")
+    with Client() as client:
+        try:
+            result = client.predict(name, records, version=version, alias=alias)
+        except ApiError as error:
+            raise fail(error) from None
+    if as_json:
+        print(json.dumps(result, indent=2))
+        return
+    classes = [str(c) for c in result.get("classes") or []]
+    table = Table("row", "prediction", *(f"p({c})" for c in classes))
+    table.title = f"{result['model']} v{result['version']}"
+    probabilities = result.get("probabilities") or [[] for _ in result["predictions"]]
+    for index, (label, row) in enumerate(zip(result["predictions"], probabilities, strict=True)):
+        table.add_row(str(index), str(label), *(f"{p:.3f}" for p in row))
+    console.print(table)
+
+
+def _csv_records(path: Path) -> list[dict[str, Any]]:
+    """Rows of a CSV file with numbers as numbers and empty cells as missing, as the API
+    takes them (a model trained on a number column refuses the text "24")."""
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        return [{k: _cell(v) for k, v in row.items()} for row in csv_module.DictReader(handle)]
+
+
+def _cell(text: str) -> Any:
+    if text == "":
+        return None
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            continue
+    return text
