@@ -210,6 +210,15 @@ def test_datasets_commands_and_job_artifacts(served: dict[str, str], tmp_path: P
     assert json.loads(mean.stdout)["value"] == 29.5
     bad = run(served, "datasets", "aggregate", "people", "--fn", "median", "--column", "age")
     assert bad.returncode == 1 and "fn" in bad.stderr
+    wide = tmp_path / "wide.csv"
+    wide.write_text(",".join(f"column_{i}" for i in range(30)) + "\n" + ",".join("1" * 30) + "\n")
+    assert run(served, "datasets", "upload", str(wide), "--name", "wide").returncode == 0
+    previewed = run(served, "datasets", "preview", "wide", columns=80)
+    assert previewed.returncode == 0, previewed.stderr
+    assert all(len(line) <= 80 for line in previewed.stdout.splitlines()), previewed.stdout
+    assert "column_0" in previewed.stdout and "more columns not shown" in previewed.stdout
+    picked = run(served, "datasets", "preview", "wide", "--columns", "column_29", columns=80)
+    assert "column_29" in picked.stdout and "not shown" not in picked.stdout
     equals = run(served, "datasets", "aggregate", "people", "--fn", "count", "--where", "city=Oulu")
     assert equals.returncode == 2 and "COLUMN:VALUE" in equals.stderr, equals.stderr
     no_key = run(

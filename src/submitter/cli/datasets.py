@@ -92,9 +92,14 @@ def show(ref: str, as_json: Annotated[bool, typer.Option("--json")] = False) -> 
 
 @app.command()
 def preview(
-    ref: str, limit: int = 10, as_json: Annotated[bool, typer.Option("--json")] = False
+    ref: str,
+    limit: int = 10,
+    columns: Annotated[
+        str | None, typer.Option(help="Only these columns, comma-separated.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """The first rows of a dataset."""
+    """The first rows of a dataset: the columns that fit the terminal, and how many did not."""
     with Client() as client:
         try:
             rows = client.preview(ref, limit)
@@ -103,10 +108,39 @@ def preview(
     if as_json:
         print(json.dumps(rows, indent=2))
         return
-    table = Table(*rows["columns"])
-    for row in rows["rows"]:
-        table.add_row(*("" if v is None else str(v) for v in row))
+    names: list[str] = rows["columns"]
+    cells = [["" if v is None else str(v) for v in row] for row in rows["rows"]]
+    wanted = [n for n in columns.split(",") if n] if columns else names
+    unknown = [n for n in wanted if n not in names]
+    if unknown:
+        err.print(
+            f"[red]--columns[/red]: no column {', '.join(unknown)}; columns: {', '.join(names)}"
+        )
+        raise typer.Exit(2)
+    shown = _fitting([names.index(n) for n in wanted], names, cells, console.width)
+    table = Table(*(names[i] for i in shown))
+    for row in cells:
+        table.add_row(*(row[i] for i in shown))
     console.print(table)
+    left = len(wanted) - len(shown)
+    if left:
+        console.print(
+            f"{left} more column{'s' * (left > 1)} not shown: pick with --columns, or --json"
+        )
+
+
+def _fitting(indexes: list[int], names: list[str], cells: list[list[str]], width: int) -> list[int]:
+    """The first columns whose widths (header or widest value, 24 at most, plus a table
+    border of 3) add up to the terminal's width; at least one."""
+    shown: list[int] = []
+    used = 1
+    for index in indexes:
+        need = min(24, max([len(names[index]), *(len(row[index]) for row in cells)])) + 3
+        if shown and used + need > width:
+            break
+        shown.append(index)
+        used += need
+    return shown
 
 
 @app.command()
