@@ -92,6 +92,11 @@ def test_interval_schedule_submits_jobs_that_run_until_paused(
     assert len(_jobs_of(stack, schedule["id"])) == count
     shown = _get(stack, schedule["name"])
     assert shown["runs"] == count
+    assert len(_jobs_of(stack, schedule["name"])) == count  # the name does as well as the id
+    unknown = stack.api.get(
+        "/api/v1/jobs", params={"schedule": "no-such-schedule"}, headers=stack.headers("viewer")
+    )
+    assert unknown.status_code == 404
     assert shown["last_job_id"] in {j["id"] for j in _jobs_of(stack, schedule["id"])}
 
 

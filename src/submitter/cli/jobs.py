@@ -183,7 +183,9 @@ def submit(
 def list_(
     state: Annotated[str | None, typer.Option()] = None,
     kind: Annotated[str | None, typer.Option()] = None,
-    schedule: Annotated[str | None, typer.Option(help="Only jobs of this schedule id.")] = None,
+    schedule: Annotated[
+        str | None, typer.Option(help="Only jobs of this schedule (id or name).")
+    ] = None,
     limit: int = 20,
     offset: int = 0,
     as_json: Annotated[bool, typer.Option("--json")] = False,

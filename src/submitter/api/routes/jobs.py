@@ -16,6 +16,7 @@ from submitter.db.types import INT64_MAX
 from submitter.jobs import artifacts, service
 from submitter.jobs.schemas import ArtifactOut, JobCreate, JobOut, LogLineOut, Page
 from submitter.jobs.states import JobState
+from submitter.schedules import service as schedules
 
 
 def _job_id(
@@ -56,18 +57,25 @@ def submit_job(body: JobCreate, runtime: RuntimeDep, caller: User, response: Res
     return JobOut.model_validate(job)
 
 
-@router.get("", response_model=Page[JobOut])
+@router.get("", response_model=Page[JobOut], responses=responses(404))
 def list_jobs(
     runtime: RuntimeDep,
     _: Viewer,
     state: JobState | None = None,
     kind: str | None = None,
-    schedule: Annotated[str | None, Query(description="Only jobs of this schedule id.")] = None,
+    schedule: Annotated[
+        str | None, Query(description="Only jobs of this schedule (its id or name).")
+    ] = None,
     limit: Limit = 50,
     offset: Offset = 0,
 ) -> Page[JobOut]:
     items, total = service.list_jobs(
-        runtime, state=state, kind=kind, schedule_id=schedule, limit=limit, offset=offset
+        runtime,
+        state=state,
+        kind=kind,
+        schedule_id=schedules.get(runtime, schedule).id if schedule else None,
+        limit=limit,
+        offset=offset,
     )
     return Page(items=[JobOut.model_validate(j) for j in items], total=total)
 
