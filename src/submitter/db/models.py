@@ -69,6 +69,10 @@ class Job(Base):
         UniqueConstraint("owner", "idempotency_key", name="uq_jobs_owner_idempotency_key"),
         Index("ix_jobs_state_lease", "state", "lease_expires_at"),
         Index("ix_jobs_created_at", "created_at"),
+        # /metrics reads the jobs that started or finished since its last scrape, a range
+        # on these (see submitter.api.metrics.JobTimings): never the whole table.
+        Index("ix_jobs_started_at", "started_at"),
+        Index("ix_jobs_finished_at", "finished_at"),
     )
 
     @property
@@ -283,3 +287,17 @@ class BeatTask(Base):
     runs: Mapped[int] = mapped_column(BigInteger, default=0)
     failures: Mapped[int] = mapped_column(BigInteger, default=0)
     beat: Mapped[str] = mapped_column(String(255))  # host/pid of the beat that wrote it
+
+
+class HpcCommandCount(Base):
+    """Commands beat's HPC tasks ran on each cluster, totalled over every beat that ran:
+    written by beat with its task status (coalesced, see submitter.worker.beat_status), read
+    by `/metrics` as `submitter_hpc_commands_total`. Beat's own in-memory counters are in a
+    process Prometheus never scrapes."""
+
+    __tablename__ = "hpc_command_counts"
+
+    task: Mapped[str] = mapped_column(String(64), primary_key=True)
+    cluster: Mapped[str] = mapped_column(String(100), primary_key=True)
+    command: Mapped[str] = mapped_column(String(64), primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger, default=0)

@@ -17,6 +17,7 @@ Two differences from Celery's default (PersistentScheduler):
 
 from __future__ import annotations
 
+import collections
 import logging
 import time
 from collections.abc import Callable
@@ -25,6 +26,7 @@ from typing import Any
 from celery import beat
 
 from submitter.db.types import utcnow
+from submitter.hpc.pool import POOL
 from submitter.runtime import Runtime
 from submitter.worker.beat_status import BeatStatus
 from submitter.worker.dispatch import (
@@ -93,6 +95,7 @@ class Scheduler(beat.Scheduler):
             return
         name, run_here = in_beat
         started, clock = utcnow(), time.monotonic()
+        commands_before = collections.Counter(POOL.commands)  # a few entries: microseconds
         error = None
         try:
             run_here(self.runtime())
@@ -100,4 +103,9 @@ class Scheduler(beat.Scheduler):
             logger.exception("maintenance task %s failed", entry.task)
             error = f"{type(exc).__name__}: {exc}"
         interval = self.runtime().settings.maintenance_intervals[name]
-        self.status().record(name, interval, started, time.monotonic() - clock, error)
+        # What this run made the SSH pool do, for submitter_hpc_commands_total (see
+        # submitter.worker.beat_status): the pool's counters live only in this process.
+        commands = collections.Counter(POOL.commands)
+        commands.subtract(commands_before)
+        ran = {key: n for key, n in commands.items() if n > 0}
+        self.status().record(name, interval, started, time.monotonic() - clock, error, ran)

@@ -9,6 +9,12 @@ task's last run, duration and error are written here, and `GET /api/v1/tasks`,
 Writes are coalesced: at most one per task every `FLUSH_SECONDS`, and at once when a task
 starts or stops failing. The schedule check runs every second; on SQLite each write takes
 the database's write lock, which jobs need.
+
+The HPC tasks also hand over the commands they ran on each cluster (the counters of the
+process's SSH pool, which live in beat where no Prometheus scrapes). They are added to the
+totals in `hpc_command_counts` in the same coalesced write, so `/metrics` on any API host
+shows `submitter_hpc_commands_total` for the whole system, and the totals outlive a beat
+restart (a counter that never resets is what Prometheus' `rate()` wants).
 """
 
 from __future__ import annotations
@@ -18,13 +24,16 @@ import math
 import os
 import socket
 import time
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
-from submitter.db.models import BeatTask
+from submitter.db.models import BeatTask, HpcCommandCount
 from submitter.db.session import rows_changed
 from submitter.db.types import utcnow
 from submitter.runtime import Runtime
@@ -43,6 +52,8 @@ class _Unwritten:
     error: str | None
     runs: int = 0
     failures: int = 0
+    #: (cluster, command) → commands run since the last write
+    commands: Counter[tuple[str, str]] = field(default_factory=Counter)
 
 
 class BeatStatus:
@@ -56,12 +67,21 @@ class BeatStatus:
         self._written_error: dict[str, str | None] = {}
 
     def record(
-        self, name: str, interval: float, started: datetime, duration: float, error: str | None
+        self,
+        name: str,
+        interval: float,
+        started: datetime,
+        duration: float,
+        error: str | None,
+        commands: Mapping[tuple[str, str], int] | None = None,
     ) -> None:
+        """One run of task `name`; `commands`: (cluster, program) → how many it ran."""
         entry = self._unwritten.get(name) or _Unwritten(started, duration, error)
         entry.started, entry.duration, entry.error = started, duration, error
         entry.runs += 1
         entry.failures += error is not None
+        if commands:
+            entry.commands.update(commands)
         self._unwritten[name] = entry
         first = name not in self._written_at
         due = time.monotonic() - self._written_at.get(name, -math.inf) >= FLUSH_SECONDS
@@ -94,6 +114,8 @@ class BeatStatus:
                             name=name, runs=entry.runs, failures=entry.failures, **values
                         )
                     )
+                for (cluster, command), count in sorted(entry.commands.items()):
+                    _add_commands(session, name, cluster, command, count)
         except IntegrityError:  # another beat inserted it first: the next write updates
             return
         except Exception as error:  # the database is away: keep counting, write later
@@ -102,6 +124,22 @@ class BeatStatus:
         del self._unwritten[name]
         self._written_at[name] = time.monotonic()
         self._written_error[name] = entry.error
+
+
+def _add_commands(session: Session, task: str, cluster: str, command: str, count: int) -> None:
+    """Add to a total in one statement (no read-modify-write: two beats may add at once)."""
+    key = (
+        (HpcCommandCount.task == task)
+        & (HpcCommandCount.cluster == cluster)
+        & (HpcCommandCount.command == command)
+    )
+    added = rows_changed(
+        session, update(HpcCommandCount).where(key).values(count=HpcCommandCount.count + count)
+    )
+    if not added:
+        session.execute(
+            insert(HpcCommandCount).values(task=task, cluster=cluster, command=command, count=count)
+        )
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
@@ -73,11 +74,15 @@ def predict(
                 }
             ]
         )
+    started = time.perf_counter()
     try:
-        return predictors.predict(
+        result = predictors.predict(
             runtime, request.app.state.predictors, name, body, version=version, alias=alias
         )
     except SchemaError as error:
         raise RequestValidationError(
             [{"loc": ["body", *str(error.field).split(".")], "msg": error.reason, "type": "schema"}]
         ) from None
+    # Successful predictions only: an unknown model is a 404 and must not become a series.
+    request.app.state.metrics.observe_prediction(name, time.perf_counter() - started)
+    return result
