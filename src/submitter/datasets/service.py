@@ -4,10 +4,19 @@ A dataset is stored as Parquet in the artifact store at `datasets/<id>/data.parq
 whatever format it was uploaded in. Uploading to an existing name makes the next version;
 uploading the same bytes (sha256 of the original upload) under the same name returns the
 existing version instead of a duplicate.
+
+Deleting a version removes its Parquet and keeps its row as a tombstone (`deleted_at`): a
+model version trained on it still names the data it came from (by id; the API answers 404
+"... was deleted" for it), and `name@version` is never given to other data. Deleting is
+refused only while a queued or running job reads the version.
+
+Every read of a stored dataset goes through `open_parquet` (or `query` with `limits`),
+bounded by the `SUBMITTER_MAX_*_BYTES` settings (`submitter.datasets.limits`).
 """
 
 from __future__ import annotations
 
+import logging
 import re
 import tempfile
 import uuid
@@ -15,15 +24,15 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow.fs
-import pyarrow.parquet as pq
-from sqlalchemy import Connection, delete, func, insert, select
+from sqlalchemy import Connection, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from submitter.datasets.errors import IngestError
-from submitter.datasets.ingest import ingest
+from submitter.datasets.ingest import DELIMITERS, ingest
+from submitter.datasets.limits import BoundedParquetFile, DatasetLimits
 from submitter.db.models import Dataset, DatasetReference, Job
-from submitter.db.types import INT32_MAX
+from submitter.db.types import INT32_MAX, utcnow
 from submitter.jobs.states import ACTIVE
 from submitter.names import NAME_RULE, FieldError, is_valid_name
 from submitter.runtime import Runtime
@@ -31,6 +40,9 @@ from submitter.storage import join_key
 
 ID_PATTERN = re.compile(r"^[0-9a-f]{32}$")
 VERSION_TEXT = re.compile(r"[0-9]{1,10}")
+FORMATS = ("csv", "tsv", "txt", "parquet", "pq")
+
+log = logging.getLogger(__name__)
 
 
 class DatasetNotFound(LookupError):
@@ -51,9 +63,14 @@ def validate_name(name: str) -> str:
     return name
 
 
-def find_id(db: Session | Connection, ref: str) -> str | None:
-    """The id of a dataset given by id, `name` (latest version) or `name@version`."""
+def find_id(db: Session | Connection, ref: str, *, deleted: bool = False) -> str | None:
+    """The id of a dataset given by id, `name` (latest version) or `name@version`.
+
+    Deleted versions (tombstones) are not found, unless `deleted` (to say so in a 404).
+    """
     query = select(Dataset.id)
+    if not deleted:
+        query = query.where(Dataset.deleted_at.is_(None))
     if ID_PATTERN.fullmatch(ref):
         query = query.where(Dataset.id == ref)
     elif "@" in ref:
@@ -73,8 +90,46 @@ def resolve(runtime: Runtime, ref: str) -> Dataset:
         dataset_id = find_id(session, ref)
         dataset = session.get(Dataset, dataset_id) if dataset_id else None
     if dataset is None:
+        with runtime.sessions() as session:
+            tombstone_id = find_id(session, ref, deleted=True)
+            tombstone = session.get(Dataset, tombstone_id) if tombstone_id else None
+        if tombstone is not None and tombstone.deleted_at is not None:
+            raise DatasetNotFound(
+                f"dataset {tombstone.name}@{tombstone.version} ({tombstone.id}) was deleted "
+                f"at {tombstone.deleted_at.isoformat()}"
+            )
         raise DatasetNotFound(f"no dataset {ref!r} (give an id, a name or name@version)")
     return dataset
+
+
+def limits(runtime: Runtime) -> DatasetLimits:
+    """What a dataset may decode to, from the settings (`SUBMITTER_MAX_*_BYTES`)."""
+    return DatasetLimits.from_settings(runtime.settings)
+
+
+def _check_options(file_format: str | None, delimiter: str | None) -> None:
+    """The form fields besides the file, refused with their own name (no NUL reaches SQL)."""
+    if file_format is not None and file_format.strip().lower() not in FORMATS:
+        raise InvalidDataset(
+            "format", f"unknown format {file_format!r}: expected csv, tsv or parquet"
+        )
+    printable = delimiter is not None and (delimiter.isprintable() or delimiter == "\t")
+    if delimiter is not None and (len(delimiter) != 1 or delimiter == '"' or not printable):
+        raise InvalidDataset(
+            "delimiter",
+            f"must be one printable character other than a quote (e.g. one of "
+            f"{' '.join(repr(d) for d in DELIMITERS)}), not {delimiter!r}",
+        )
+
+
+def _discard(runtime: Runtime, dataset_id: str) -> None:
+    """Remove whatever an unfinished upload put in the store under `datasets/<id>/`.
+
+    Never raises: the error that made the upload fail is the one to report."""
+    try:
+        runtime.store.delete_prefix(join_key("datasets", dataset_id))
+    except Exception:
+        log.exception("could not remove datasets/%s after a failed upload", dataset_id)
 
 
 def create(
@@ -89,38 +144,51 @@ def create(
     file_format: str | None = None,
     delimiter: str | None = None,
 ) -> tuple[Dataset, bool]:
-    """Store an uploaded file as the next version of `name`. Return (dataset, created)."""
+    """Store an uploaded file as the next version of `name`. Return (dataset, created).
+
+    Refused (`InvalidDataset` naming the field) with nothing stored when the file cannot be a
+    dataset or decodes past the limits; any failure after the Parquet reached the store
+    removes it again (and its folder), whatever the backend said.
+    """
     validate_name(name)
+    _check_options(file_format, delimiter)
     with runtime.sessions() as session:
         existing = session.scalars(
-            select(Dataset).where(Dataset.name == name, Dataset.sha256 == sha256).limit(1)
+            select(Dataset)
+            .where(Dataset.name == name, Dataset.sha256 == sha256, Dataset.deleted_at.is_(None))
+            .limit(1)
         ).first()
     if existing is not None:
         return existing, False
     dataset_id = uuid.uuid4().hex
     key = join_key("datasets", dataset_id, "data.parquet")
-    with tempfile.TemporaryDirectory(prefix="ingest-", dir=upload.parent) as tmp:
-        parquet = Path(tmp) / "data.parquet"
-        try:
-            result = ingest(
-                upload, parquet, filename=filename, format=file_format, delimiter=delimiter
-            )
-        except IngestError as error:
-            raise InvalidDataset("file", error.reason) from None
-        stored = runtime.store.put_file(key, parquet)
-    row: dict[str, Any] = {
-        "id": dataset_id,
-        "name": name,
-        "format": result.format,
-        "columns": result.columns,
-        "row_count": result.row_count,
-        "byte_size": stored.size,
-        "upload_bytes": upload_bytes,
-        "sha256": sha256,
-        "storage_key": key,
-        "created_by": owner,
-    }
     try:
+        with tempfile.TemporaryDirectory(prefix="ingest-", dir=upload.parent) as tmp:
+            parquet = Path(tmp) / "data.parquet"
+            try:
+                result = ingest(
+                    upload,
+                    parquet,
+                    filename=filename,
+                    format=file_format,
+                    delimiter=delimiter,
+                    limits=limits(runtime),
+                )
+            except IngestError as error:
+                raise InvalidDataset("file", error.reason) from None
+            stored = runtime.store.put_file(key, parquet)
+        row: dict[str, Any] = {
+            "id": dataset_id,
+            "name": name,
+            "format": result.format,
+            "columns": result.columns,
+            "row_count": result.row_count,
+            "byte_size": stored.size,
+            "upload_bytes": upload_bytes,
+            "sha256": sha256,
+            "storage_key": key,
+            "created_by": owner,
+        }
         for _ in range(10):  # two uploads of one name may race for a version number
             try:
                 with runtime.engine.begin() as connection:
@@ -134,7 +202,7 @@ def create(
         else:
             raise RuntimeError(f"could not allocate a version of {name!r}")
     except BaseException:
-        runtime.store.delete(key)
+        _discard(runtime, dataset_id)
         raise
     return resolve(runtime, dataset_id), True
 
@@ -142,7 +210,7 @@ def create(
 def list_datasets(
     runtime: Runtime, *, name: str | None = None, limit: int = 50, offset: int = 0
 ) -> tuple[list[Dataset], int]:
-    query = select(Dataset)
+    query = select(Dataset).where(Dataset.deleted_at.is_(None))
     if name:
         query = query.where(Dataset.name == name)
     with runtime.sessions() as session:
@@ -154,7 +222,11 @@ def list_datasets(
 
 
 def delete_dataset(runtime: Runtime, ref: str) -> Dataset:
-    """Delete one version; refused (DatasetInUse) while a queued or running job reads it."""
+    """Delete one version; refused (DatasetInUse) while a queued or running job reads it.
+
+    The row stays as a tombstone (see the module doc), so model versions trained on it and
+    jobs that read it keep their lineage; the Parquet leaves the store.
+    """
     dataset = resolve(runtime, ref)
     with runtime.transaction() as session:
         users = list(
@@ -172,9 +244,14 @@ def delete_dataset(runtime: Runtime, ref: str) -> Dataset:
                 f"dataset {dataset.name}@{dataset.version} is used by active job(s) "
                 f"{', '.join(users)}"
             )
-        session.execute(delete(DatasetReference).where(DatasetReference.dataset_id == dataset.id))
-        session.execute(delete(Dataset).where(Dataset.id == dataset.id))
-    runtime.store.delete(dataset.storage_key)
+        deleted = session.execute(
+            update(Dataset)
+            .where(Dataset.id == dataset.id, Dataset.deleted_at.is_(None))
+            .values(deleted_at=utcnow())
+        )
+        if getattr(deleted, "rowcount", 1) == 0:  # deleted meanwhile by another request
+            raise DatasetNotFound(f"dataset {dataset.name}@{dataset.version} was deleted")
+    runtime.store.delete_prefix(join_key("datasets", dataset.id))
     return dataset
 
 
@@ -187,13 +264,17 @@ def parquet_source(runtime: Runtime, dataset: Dataset) -> Path | tuple[pyarrow.f
     return filesystem, f"{base.rstrip('/')}/{dataset.storage_key}"
 
 
-def open_parquet(runtime: Runtime, dataset: Dataset) -> pq.ParquetFile:
-    """The dataset's Parquet file, opened in place (local path or S3) for batch or column reads."""
+def open_parquet(runtime: Runtime, dataset: Dataset) -> BoundedParquetFile:
+    """The dataset's Parquet file, opened in place (local path or S3) for batch or column reads.
+
+    A `pyarrow.parquet.ParquetFile` whose reads stay within the settings' limits (describe,
+    train and predict read through it): a stored file over them raises `LimitExceeded`.
+    """
     source = parquet_source(runtime, dataset)
     if isinstance(source, tuple):
         filesystem, path = source
-        return pq.ParquetFile(path, filesystem=filesystem)
-    return pq.ParquetFile(source)
+        return BoundedParquetFile(path, limits=limits(runtime), filesystem=filesystem)
+    return BoundedParquetFile(str(source), limits=limits(runtime))
 
 
 def resolve_spec_datasets(

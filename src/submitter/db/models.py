@@ -119,7 +119,12 @@ class ApiKey(Base):
 
 
 class Dataset(Base):
-    """One version of a named dataset, stored as Parquet in the artifact store."""
+    """One version of a named dataset, stored as Parquet in the artifact store.
+
+    A deleted version keeps its row as a tombstone (`deleted_at` set, the Parquet gone from
+    the store): model versions and jobs that read it still say which data that was, and
+    `name@version` never comes to mean other data.
+    """
 
     __tablename__ = "datasets"
 
@@ -135,6 +140,7 @@ class Dataset(Base):
     storage_key: Mapped[str] = mapped_column(String(300))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     created_by: Mapped[str] = mapped_column(String(100))
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
 
     __table_args__ = (
         UniqueConstraint("name", "version", name="uq_datasets_name_version"),

@@ -11,10 +11,11 @@ import anyio.to_thread
 from fastapi import APIRouter, Query, Request, Response, status
 
 from submitter.api.deps import RuntimeDep, User, Viewer
-from submitter.api.errors import API_ERRORS, responses
+from submitter.api.errors import API_ERRORS, field_error, responses
 from submitter.api.params import Limit, Offset
 from submitter.api.uploads import receive_upload
 from submitter.datasets import query, service
+from submitter.datasets.limits import LimitExceeded
 from submitter.datasets.schemas import DatasetOut
 from submitter.jobs.schemas import Page
 
@@ -118,8 +119,17 @@ def preview_dataset(
     _: Viewer,
     limit: Annotated[int, Query(ge=1, le=1000)] = 20,
 ) -> dict[str, Any]:
+    """The first `limit` rows; long cells cut (and named in `truncated`), the answer bounded.
+
+    422 naming `ref` when the stored dataset decodes past the SUBMITTER_MAX_*_BYTES limits.
+    """
     dataset = service.resolve(runtime, ref)
-    return query.preview(service.parquet_source(runtime, dataset), limit)
+    try:
+        return query.preview(
+            service.parquet_source(runtime, dataset), limit, service.limits(runtime)
+        )
+    except LimitExceeded as error:
+        raise field_error("path", "ref", error.reason) from None
 
 
 @router.get("/{ref}/aggregate", responses=responses(404))
@@ -142,11 +152,17 @@ def aggregate_dataset(
             raise query.QueryError("where", f"{item!r} is not COLUMN:VALUE")
         filters.append((column_name, value))
     dataset = service.resolve(runtime, ref)
-    return query.aggregate(service.parquet_source(runtime, dataset), fn, column, filters, group_by)
+    source = service.parquet_source(runtime, dataset)
+    try:
+        return query.aggregate(source, fn, column, filters, group_by, service.limits(runtime))
+    except LimitExceeded as error:
+        raise field_error("path", "ref", error.reason) from None
 
 
 @router.delete("/{ref}", status_code=status.HTTP_204_NO_CONTENT, responses=responses(404, 409))
 def delete_dataset(ref: str, runtime: RuntimeDep, _: User) -> Response:
-    """Delete one version. 409 while a queued or running job reads it."""
+    """Delete one version. 409 while a queued or running job reads it.
+
+    Model versions trained on it keep its id as their lineage; it answers 404 "was deleted"."""
     service.delete_dataset(runtime, ref)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
