@@ -142,15 +142,16 @@ class Process:
         self.popen.wait(10)
 
     def stop(self, timeout: float = 20) -> None:
-        if self.popen.poll() is not None:
-            return
-        try:
-            os.killpg(self.popen.pid, signal.SIGTERM)
-            self.popen.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.kill_group()
-        except ProcessLookupError:
-            pass
+        """SIGTERM to the main process (a worker's warm shutdown: it stops its own pool),
+        then SIGKILL to whatever is left of its group. A SIGTERM to the whole group at once
+        left Celery's main process waiting on its children until the timeout."""
+        if self.popen.poll() is None:
+            try:
+                self.popen.send_signal(signal.SIGTERM)
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                pass
+        self.kill_group()
 
     def tail(self, lines: int = 40) -> str:
         text = self.log_path.read_text(errors="replace").splitlines()
