@@ -9,10 +9,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from submitter.cli.groups import command_group
 from submitter.cli.jobs import fail
 from submitter.client import ApiError, Client
 
-app = typer.Typer(help="SLURM clusters (configured in the YAML file).", no_args_is_help=True)
+app = command_group("SLURM clusters (configured in the YAML file).")
 console = Console()
 
 

@@ -10,10 +10,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from submitter.cli.groups import command_group
 from submitter.cli.jobs import fail
 from submitter.client import ApiError, Client
 
-app = typer.Typer(help="Datasets: CSV or Parquet, versioned by name.", no_args_is_help=True)
+app = command_group("Datasets: CSV or Parquet, versioned by name.")
 console = Console()
 err = Console(stderr=True)
 

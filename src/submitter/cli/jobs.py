@@ -13,9 +13,10 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
+from submitter.cli.groups import command_group
 from submitter.client import TERMINAL_STATES, ApiError, Client
 
-app = typer.Typer(help="Submit and follow jobs (over HTTP).", no_args_is_help=True)
+app = command_group("Submit and follow jobs (over HTTP).")
 console = Console()
 err = Console(stderr=True)
 

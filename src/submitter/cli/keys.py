@@ -8,14 +8,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from submitter.cli.groups import command_group
 from submitter.roles import Role
 
 if TYPE_CHECKING:
     from submitter.runtime import Runtime
 
-app = typer.Typer(
-    help="API keys (run on a host that can reach the database).", no_args_is_help=True
-)
+app = command_group("API keys (run on a host that can reach the database).")
 console = Console()
 
 

@@ -11,10 +11,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from submitter.cli.groups import command_group
 from submitter.cli.jobs import fail, parse_spec
 from submitter.client import ApiError, Client
 
-app = typer.Typer(help="Model registry: versions, metrics, aliases.", no_args_is_help=True)
+app = command_group("Model registry: versions, metrics, aliases.")
 console = Console()
 err = Console(stderr=True)
 

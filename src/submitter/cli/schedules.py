@@ -9,10 +9,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from submitter.cli.groups import command_group
 from submitter.cli.jobs import STATE_STYLE, fail, parse_spec
 from submitter.client import ApiError, Client
 
-app = typer.Typer(help="Periodic jobs: cron or interval, run by beat.", no_args_is_help=True)
+app = command_group("Periodic jobs: cron or interval, run by beat.")
 console = Console()
 
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON.")]

@@ -12,11 +12,13 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.console import Console
 
+from submitter.cli.groups import command_group
+
 if TYPE_CHECKING:
     from submitter.config import Settings
 
 console = Console(stderr=True)
-db_app = typer.Typer(help="Database administration.", no_args_is_help=True)
+db_app = command_group("Database administration.")
 
 
 def _settings(service: str) -> Settings:
