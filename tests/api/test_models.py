@@ -84,3 +84,9 @@ def test_registry_errors(stack: Stack, tmp_path: Path) -> None:
         f"/api/v1/models/{name}/aliases/staging", json={"version": 1}, headers=viewer
     )
     assert forbidden.status_code == 403
+
+
+def test_not_found_messages_keep_their_quotes(stack: Stack) -> None:
+    response = stack.api.get("/api/v1/models/credti", headers=stack.headers("viewer"))
+    assert response.status_code == 404
+    assert response.json()["detail"] == "no model named 'credti'"
