@@ -15,7 +15,7 @@ from submitter.datasets.errors import IngestError
 from submitter.datasets.ingest import NA_VALUES, ingest, sniff_delimiter
 from submitter.datasets.query import aggregate
 
-CREDIT = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "credit.csv"
+CREDIT = Path(__file__).resolve().parents[1] / "data" / "credit.csv"
 SMALL_BLOCK = 4096
 
 
@@ -360,7 +360,6 @@ def test_corrupt_parquet(tmp_path: Path, damage: str) -> None:
 # -- real data ----------------------------------------------------------------------------
 
 
-@pytest.mark.skipif(not CREDIT.exists(), reason=f"{CREDIT} not found (shared test data)")
 def test_credit_csv(tmp_path: Path) -> None:
     target = tmp_path / "credit.parquet"
     result = ingest(CREDIT, target)
