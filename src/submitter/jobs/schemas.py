@@ -35,6 +35,9 @@ class JobOut(BaseModel):
     error: str | None
     depends_on: list[str]
     attempts: int
+    worker: str | None = Field(
+        default=None, description="The worker (host/pid) that ran or runs the latest attempt."
+    )
     external_id: str | None
     idempotency_key: str | None
     schedule_id: str | None = Field(description="The schedule that submitted this job, if any.")
