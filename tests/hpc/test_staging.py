@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from submitter.hpc.staging import check_pattern, check_target, select_files
@@ -46,3 +48,21 @@ def test_patterns() -> None:
     assert chosen("out/?.csv") == ["out/c.csv"]
     with pytest.raises(InvalidName):
         check_pattern("../*")
+
+
+def test_a_dataset_staged_as_csv_is_read_within_the_dataset_limits(tmp_path: Path) -> None:
+    """Staging is one more reader of stored datasets: the same bounds hold."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from submitter.datasets.limits import DatasetLimits, LimitExceeded
+    from submitter.hpc.staging import _parquet_to_csv
+
+    limits = DatasetLimits(cell_bytes=1024)
+    fine, bomb = tmp_path / "fine.parquet", tmp_path / "bomb.parquet"
+    pq.write_table(pa.table({"a": [1, 2], "b": ["x", "y"]}), fine)
+    pq.write_table(pa.table({"a": [1], "b": ["z" * 100_000]}), bomb)
+    out = _parquet_to_csv(fine, tmp_path / "fine.csv", limits)
+    assert out.read_text().splitlines() == ['"a","b"', '1,"x"', '2,"y"']
+    with pytest.raises(LimitExceeded):
+        _parquet_to_csv(bomb, tmp_path / "bomb.csv", limits)

@@ -20,6 +20,7 @@ from submitter.hpc.transport import RemoteFile, Transport
 from submitter.storage.keys import InvalidName, safe_name
 
 if TYPE_CHECKING:
+    from submitter.datasets.limits import DatasetLimits
     from submitter.storage import ArtifactStore
 
 #: Submitter's own files inside the job folder; user targets may not go there.
@@ -96,8 +97,15 @@ class Upload:
     as_csv: bool = False
 
 
-def put_upload(transport: Transport, store: ArtifactStore, folder: str, upload: Upload) -> int:
-    """Put one file into the job folder; return its size in bytes."""
+def put_upload(
+    transport: Transport,
+    store: ArtifactStore,
+    folder: str,
+    upload: Upload,
+    limits: DatasetLimits | None = None,
+) -> int:
+    """Put one file into the job folder; return its size in bytes. A dataset staged as CSV
+    is decoded within `limits` (the same bounds as every other reader of datasets)."""
     target = f"{folder}/{upload.target}"
     parent = target.rsplit("/", 1)[0]
     transport.makedirs(parent)
@@ -110,18 +118,24 @@ def put_upload(transport: Transport, store: ArtifactStore, folder: str, upload: 
         local = Path(scratch) / "data"
         store.download(upload.store_key, local)
         if upload.as_csv:
-            local = _parquet_to_csv(local, Path(scratch) / "data.csv")
+            local = _parquet_to_csv(local, Path(scratch) / "data.csv", limits)
         with open(local, "rb") as source:
             transport.put(source, target)
         return local.stat().st_size
 
 
-def _parquet_to_csv(parquet: Path, csv: Path) -> Path:
+def _parquet_to_csv(parquet: Path, csv: Path, limits: DatasetLimits | None = None) -> Path:
     """A dataset staged under a `.csv` target is written as CSV, batch by batch."""
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
-    source = pq.ParquetFile(parquet)
+    from submitter.datasets.limits import BoundedParquetFile
+
+    source = (
+        pq.ParquetFile(parquet)
+        if limits is None
+        else BoundedParquetFile(str(parquet), limits=limits)
+    )
     with pacsv.CSVWriter(str(csv), source.schema_arrow) as writer:
         for batch in source.iter_batches():
             writer.write_batch(batch)

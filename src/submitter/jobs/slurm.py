@@ -250,9 +250,12 @@ def _prepare_and_submit(spec: SlurmSpec, ctx: JobContext, cluster: ClusterConfig
     folder = job_folder(base, ctx.job_id)
     transport.makedirs(f"{folder}/{CONTROL_DIR}")
     ctx.log(f"job folder {folder} on cluster {cluster.name}")
+    from submitter.datasets.limits import DatasetLimits
+
+    limits = DatasetLimits.from_settings(ctx.runtime.settings)
     for item in spec.files.provide:
         ctx.check_cancelled()
-        size = put_upload(transport, ctx.runtime.store, folder, _upload(ctx, item))
+        size = put_upload(transport, ctx.runtime.store, folder, _upload(ctx, item), limits)
         ctx.log(f"staged {item.source.split(':', 1)[0]} → {item.target} ({size} bytes)")
     modules = spec.environment.modules
     if modules:
