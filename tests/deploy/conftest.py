@@ -32,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -338,7 +339,7 @@ set -eu
 if [ ! -s "$PGDATA/PG_VERSION" ]; then
     pwfile=$(mktemp)
     printf '%s' "${POSTGRES_PASSWORD:?}" > "$pwfile"
-    initdb -D "$PGDATA" -U "$POSTGRES_USER" --pwfile="$pwfile" \\
+    initdb -D "$PGDATA" -U "$POSTGRES_USER" --pwfile="$pwfile" --encoding=UTF8 --locale=C.UTF-8 \\
         --auth-local=trust --auth-host=scram-sha-256 >/dev/null
     rm -f "$pwfile"
     echo "host all all all scram-sha-256" >> "$PGDATA/pg_hba.conf"
@@ -591,7 +592,8 @@ def _submitter_image(engine: Engine, python: str, constraints: str) -> str:
     tag = f"submitter-test/submitter:{key}"
     if engine.image_exists(tag):
         return tag
-    deps_key = _digest(constraints, (REPO / "pyproject.toml").read_text())
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    deps_key = _digest(constraints, *project["dependencies"])  # not the tool sections
     deps = _wheelhouse(engine, python, "submitter-deps", [str(REPO)], constraints, deps_key)
     with tempfile.TemporaryDirectory(prefix="ctx-submitter-", dir=CACHE) as context:
         root = Path(context)
