@@ -586,7 +586,8 @@ def _submitter_image(engine: Engine, python: str, constraints: str) -> str:
     key = _digest(
         python,
         constraints,
-        _tree_digest(REPO / "pyproject.toml", REPO / "README.md", REPO / "src"),
+        # Not README.md: in the image it is only the long description of the wheel.
+        _tree_digest(REPO / "pyproject.toml", REPO / "src"),
         (DEPLOY / "Dockerfile").read_text(),
     )
     tag = f"submitter-test/submitter:{key}"
