@@ -632,6 +632,13 @@ def _submitter_image(engine: Engine, python: str, constraints: str) -> str:
             "--build-arg",
             f"BASE_IMAGE={python}",
         )
+    # Keep the cache bounded: earlier test images and the build stages left untagged.
+    for old in engine(
+        "images", "--format", "{{.Repository}}:{{.Tag}}", "submitter-test/submitter"
+    ).split():
+        if old != tag:
+            engine("rmi", old, check=False)
+    engine("image", "prune", "-f", "--filter", "label=io.submitter.stage=build", check=False)
     return tag
 
 
