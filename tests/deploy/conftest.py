@@ -686,18 +686,13 @@ class Compose:
     api_url: str = ""
     timings: dict[str, float] = field(default_factory=dict)
 
+    def command(self, *args: str) -> list[str]:
+        """The compose command line for this project."""
+        project = ["--project-name", self.name, "--file", str(DEPLOY / "compose.yaml")]
+        return [*self.engine.compose, *project, "--env-file", str(self.env_file), *args]
+
     def __call__(self, *args: str, timeout: float = 300, check: bool = True) -> str:
-        command = [
-            *self.engine.compose,
-            "--project-name",
-            self.name,
-            "--file",
-            str(DEPLOY / "compose.yaml"),
-            "--env-file",
-            str(self.env_file),
-            *args,
-        ]
-        done = run(command, timeout=timeout, check=False)
+        done = run(self.command(*args), timeout=timeout, check=False)
         if check and done.returncode != 0:
             raise AssertionError(
                 f"compose {' '.join(args)} exited {done.returncode}:\n{done.stdout[-3000:]}\n"
@@ -706,19 +701,7 @@ class Compose:
         return done.stdout
 
     def logs(self, *services: str, tail: int = 60) -> str:
-        command = [
-            *self.engine.compose,
-            "--project-name",
-            self.name,
-            "--file",
-            str(DEPLOY / "compose.yaml"),
-            "--env-file",
-            str(self.env_file),
-            "logs",
-            "--no-color",
-            f"--tail={tail}",
-            *services,
-        ]
+        command = self.command("logs", "--no-color", f"--tail={tail}", *services)
         try:
             done = run(command, timeout=120, check=False)
         except subprocess.TimeoutExpired:

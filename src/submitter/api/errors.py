@@ -164,13 +164,13 @@ def install(
         async def handler(_: Request, error: Exception) -> JSONResponse:
             name = str(getattr(error, "field", ""))
             reason = getattr(error, "reason", None) or str(error)
-            return unprocessable([{"loc": [location, name], "msg": reason, "type": "value_error"}])
+            return unprocessable(field_error(location, name, reason).errors())
 
         return handler
 
     async def invalid(_: Request, error: Exception) -> JSONResponse:
-        errors = getattr(error, "errors", [])
-        return unprocessable(errors() if callable(errors) else errors)
+        assert isinstance(error, RequestValidationError)
+        return unprocessable(error.errors())
 
     for error_type, status_code in statuses.items():
         app.add_exception_handler(error_type, detail(status_code))

@@ -112,22 +112,19 @@ def install(app: FastAPI) -> None:
     def database(request: Request) -> str:
         return describe_database(request.app.state.runtime.settings.db_url)
 
-    async def on_database_error(request: Request, error: Exception) -> Response:
-        if database_unavailable(error):
-            logger.warning("database unavailable (503): %s", _first_line(error))
-            return unavailable("database", database(request), _reason(error))
-        return await _next_handler(app, error, DBAPIError, request)
+    def on_database_error(base: type[Exception]) -> Handler:
+        async def handler(request: Request, error: Exception) -> Response:
+            if database_unavailable(error):
+                logger.warning("database unavailable (503): %s", _first_line(error))
+                return unavailable("database", database(request), _reason(error))
+            return await _next_handler(app, error, base, request)
+
+        return handler
 
     async def on_pool_timeout(request: Request, error: Exception) -> Response:
         logger.warning("database pool exhausted (503): %s", _first_line(error))
         reason = "no database connection free (all in use, or connects are failing)"
         return unavailable("database", database(request), reason)
-
-    async def on_psycopg_error(request: Request, error: Exception) -> Response:
-        if database_unavailable(error):
-            logger.warning("database unavailable (503): %s", _first_line(error))
-            return unavailable("database", database(request), _reason(error))
-        return await _next_handler(app, error, psycopg.Error, request)
 
     async def on_store_unavailable(request: Request, error: Exception) -> Response:
         store = request.app.state.runtime.store
@@ -142,8 +139,7 @@ def install(app: FastAPI) -> None:
             try:
                 await asyncio.wait_for(run_in_threadpool(store.check), STORE_CHECK_SECONDS)
             except StoreUnavailable as down:
-                logger.warning("artifact store unavailable (503): %s", _first_line(down))
-                return unavailable("artifact store", store.describe(), str(down))
+                return await on_store_unavailable(request, down)
             except TimeoutError:
                 reason = f"no answer to a check within {STORE_CHECK_SECONDS:.0f} s"
                 return unavailable("artifact store", store.describe(), reason)
@@ -153,9 +149,9 @@ def install(app: FastAPI) -> None:
 
         return handler
 
-    app.add_exception_handler(DBAPIError, on_database_error)
+    app.add_exception_handler(DBAPIError, on_database_error(DBAPIError))
     app.add_exception_handler(PoolTimeout, on_pool_timeout)
-    app.add_exception_handler(psycopg.Error, on_psycopg_error)
+    app.add_exception_handler(psycopg.Error, on_database_error(psycopg.Error))
     app.add_exception_handler(StoreUnavailable, on_store_unavailable)
     app.add_exception_handler(StorageError, on_io_error(StorageError))
     app.add_exception_handler(OSError, on_io_error(OSError))

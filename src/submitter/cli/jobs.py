@@ -94,7 +94,8 @@ def _print_job(job: dict[str, Any], as_json: bool) -> None:
     console.print(f"[dim]all of it: submitter jobs show {job['id'][:SHORT_ID]} --json[/dim]")
 
 
-def _number(value: Any) -> str:
+def number(value: Any) -> str:
+    """A metric for a table: 4 decimals, blank when missing."""
     return f"{value:.4f}" if isinstance(value, float) else "" if value is None else str(value)
 
 
@@ -112,12 +113,12 @@ def _print_training(job_id: str, result: dict[str, Any]) -> None:
     for name in columns:
         table.add_column(name, justify="right")
     for row in result["leaderboard"]:
-        table.add_row(row["model"], *(_number(row.get(name)) for name in columns))
+        table.add_row(row["model"], *(number(row.get(name)) for name in columns))
     console.print(table)
     holdout = result.get("holdout") or {}
     console.print(
         f"registered [bold]{result['model_name']} v{result['version']}[/bold] "
-        f"({result['best_model']}); holdout {metric} {_number(holdout.get(metric))}"
+        f"({result['best_model']}); holdout {metric} {number(holdout.get(metric))}"
     )
     for key in ("skipped", "failed"):
         if result.get(key):

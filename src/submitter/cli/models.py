@@ -12,16 +12,12 @@ from rich.console import Console
 from rich.table import Table
 
 from submitter.cli.groups import command_group
-from submitter.cli.jobs import fail, parse_spec
+from submitter.cli.jobs import fail, number, parse_spec
 from submitter.client import ApiError, Client
 
 app = command_group("Model registry: versions, metrics, aliases.")
 console = Console()
 err = Console(stderr=True)
-
-
-def _number(value: Any) -> str:
-    return f"{value:.4f}" if isinstance(value, float) else ("" if value is None else str(value))
 
 
 @app.command("list")
@@ -62,8 +58,8 @@ def show(name: str, as_json: Annotated[bool, typer.Option("--json")] = False) ->
             str(v["version"]),
             v["algorithm"],
             metric,
-            _number(v["metrics"].get("cv", {}).get(metric)),
-            _number(v["metrics"].get("holdout", {}).get(metric)),
+            number(v["metrics"].get("cv", {}).get(metric)),
+            number(v["metrics"].get("holdout", {}).get(metric)),
             (v["dataset_id"] or "")[:8],
             (v["job_id"] or "")[:8],
         )

@@ -32,6 +32,7 @@ from submitter.datasets.errors import IngestError
 from submitter.datasets.ingest import DELIMITERS, ingest
 from submitter.datasets.limits import BoundedParquetFile, DatasetLimits
 from submitter.db.models import Dataset, DatasetReference, Job
+from submitter.db.session import rows_changed
 from submitter.db.types import INT32_MAX, utcnow
 from submitter.jobs.states import ACTIVE
 from submitter.names import NAME_RULE, FieldError, is_valid_name
@@ -244,12 +245,13 @@ def delete_dataset(runtime: Runtime, ref: str) -> Dataset:
                 f"dataset {dataset.name}@{dataset.version} is used by active job(s) "
                 f"{', '.join(users)}"
             )
-        deleted = session.execute(
+        deleted = rows_changed(
+            session,
             update(Dataset)
             .where(Dataset.id == dataset.id, Dataset.deleted_at.is_(None))
-            .values(deleted_at=utcnow())
+            .values(deleted_at=utcnow()),
         )
-        if getattr(deleted, "rowcount", 1) == 0:  # deleted meanwhile by another request
+        if not deleted:  # deleted meanwhile by another request
             raise DatasetNotFound(f"dataset {dataset.name}@{dataset.version} was deleted")
     runtime.store.delete_prefix(join_key("datasets", dataset.id))
     return dataset
