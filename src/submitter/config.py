@@ -125,6 +125,12 @@ class Settings(BaseSettings):
         ge=1024,
         description="Largest single value (cell) of a dataset, and of one CSV row.",
     )
+    events_max_seconds: float = Field(
+        default=3600.0,
+        ge=1.0,
+        description="Longest life of one job event stream (`/api/v1/jobs/{id}/events`); it "
+        "then ends with a `reconnect` event, so no connection is held forever.",
+    )
     worker_concurrency: int | None = Field(default=None, ge=1)
     worker_queues: str = "default,train,hpc"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

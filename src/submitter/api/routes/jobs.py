@@ -1,4 +1,5 @@
-"""`/api/v1/jobs`: submit, list, show, cancel, logs, artifacts. Logic lives in submitter.jobs."""
+"""`/api/v1/jobs`: submit, list, show, cancel, logs, events, artifacts. Logic lives in
+submitter.jobs."""
 
 from __future__ import annotations
 
@@ -6,14 +7,16 @@ import mimetypes
 from typing import Annotated
 from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, Path, Query, Response, status
+from fastapi import APIRouter, Depends, Header, Path, Query, Response, status
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
 from submitter.api.deps import RuntimeDep, User, Viewer
 from submitter.api.errors import API_ERRORS, responses
 from submitter.api.params import Limit, Offset
+from submitter.api.sse import SSE_RESPONSE, sse_response
 from submitter.db.types import INT64_MAX
-from submitter.jobs import artifacts, service
+from submitter.jobs import artifacts, events, service
 from submitter.jobs.schemas import ArtifactOut, JobCreate, JobOut, LogLineOut, Page
 from submitter.jobs.states import JobState
 from submitter.schedules import service as schedules
@@ -101,6 +104,39 @@ def job_logs(
 ) -> Page[LogLineOut]:
     lines, total = service.job_logs(runtime, job_id, after=after, limit=limit)
     return Page(items=[LogLineOut.model_validate(line) for line in lines], total=total)
+
+
+@router.get(
+    "/{job_id}/events",
+    response_class=StreamingResponse,
+    responses={**SSE_RESPONSE, **responses(404)},
+)
+async def job_events(
+    job_id: JobId,
+    runtime: RuntimeDep,
+    _: Viewer,
+    after: Annotated[
+        int, Query(ge=0, le=INT64_MAX, description="Send only log lines with id > after.")
+    ] = 0,
+    last_event_id: Annotated[
+        int | None,
+        Header(
+            ge=0,
+            le=INT64_MAX,
+            description="The `id:` of the last event received: a reconnect goes on after it "
+            "(EventSource sends it by itself). The later of this and `after` is taken.",
+        ),
+    ] = None,
+) -> StreamingResponse:
+    """Live updates as Server-Sent Events until the job ends: `state` (the job, at the
+    start and on every change), `log` (each new line, as `/logs` items), `end` (the
+    finished job; the stream closes). `reconnect` closes a stream open for
+    SUBMITTER_EVENTS_MAX_SECONDS, `error` one that cannot go on; `: ping` comments keep a
+    quiet stream alive. Every event's `id` is the last log line's id so far."""
+    # An unknown job is a 404 (and an unreachable database a 503) before the stream starts.
+    await run_in_threadpool(service.get_job, runtime, job_id)
+    cursor = events.resume_cursor(after, last_event_id)
+    return sse_response(events.job_events(runtime, job_id, after_log=cursor))
 
 
 @router.get("/{job_id}/artifacts", response_model=Page[ArtifactOut], responses=responses(404))
