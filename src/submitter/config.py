@@ -135,6 +135,20 @@ class Settings(BaseSettings):
     worker_queues: str = "default,train,hpc"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["auto", "json", "console"] = "auto"
+    service_log_enabled: bool = Field(
+        default=True,
+        description="Also keep each service's (api, worker, beat, flower) recent log records "
+        "in the metadata DB, for GET /api/v1/logs/{service}; stdout logs are written either way.",
+    )
+    service_log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
+        default="INFO", description="Least level of the records kept in the metadata DB."
+    )
+    service_log_max_rows: int = Field(
+        default=100_000, ge=100, le=100_000_000, description="Service log records kept at most."
+    )
+    service_log_max_age_seconds: float = Field(
+        default=7 * 86400, ge=60, le=10 * 365 * 86400, description="Older records are deleted."
+    )
     clusters: list[ClusterConfig] = Field(
         default_factory=list, description="SLURM clusters (YAML only; see submitter.hpc)."
     )
@@ -156,7 +170,7 @@ class Settings(BaseSettings):
             sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=yaml_file))
         return tuple(sources)
 
-    @field_validator("log_level", mode="before")
+    @field_validator("log_level", "service_log_level", mode="before")
     @classmethod
     def _upper(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value

@@ -307,3 +307,36 @@ class HpcCommandCount(Base):
     cluster: Mapped[str] = mapped_column(String(100), primary_key=True)
     command: Mapped[str] = mapped_column(String(64), primary_key=True)
     count: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class ServiceLog(Base):
+    """One log record of a service process (api, worker, beat, flower) on some host.
+
+    Written in batches by each process's `submitter.servicelogs.handler.ServiceLogHandler`
+    and bounded by count and age (`SUBMITTER_SERVICE_LOG_MAX_ROWS`, `..._MAX_AGE_SECONDS`),
+    so operators can read every process's recent records at `GET /api/v1/logs/{service}`
+    without a log collector. `level` is the numeric level (`logging.WARNING` is 30), so a
+    minimum level is an indexable range. No foreign key on `job_id`: records outlive jobs
+    and must never make a job write wait or fail.
+    """
+
+    __tablename__ = "service_logs"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    time: Mapped[datetime] = mapped_column(UTCDateTime)
+    service: Mapped[str] = mapped_column(String(16))
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    level: Mapped[int] = mapped_column(Integer)
+    logger: Mapped[str] = mapped_column(String(255))
+    message: Mapped[str] = mapped_column(Text)
+    job_id: Mapped[str | None] = mapped_column(String(64), default=None)
+
+    __table_args__ = (
+        # Each filter of the route narrows by one of these, newest (highest id) first.
+        Index("ix_service_logs_service_id", "service", "id"),
+        Index("ix_service_logs_host_id", "host", "id"),
+        Index("ix_service_logs_job_id_id", "job_id", "id"),
+        # Retention by age deletes the oldest by time.
+        Index("ix_service_logs_time", "time"),
+    )
