@@ -27,7 +27,10 @@ def _settings(service: str) -> Settings:
     from submitter.logs import setup_logging
 
     settings = get_settings()
-    setup_logging(service, settings.log_level, settings.log_format)
+    # Services keep their records in the metadata DB too (GET /api/v1/logs/{service});
+    # `db upgrade` and the `up` supervisor are not services (their children are).
+    service_logs = settings if service in ("api", "worker", "beat", "flower") else None
+    setup_logging(service, settings.log_level, settings.log_format, service_logs=service_logs)
     return settings
 
 
