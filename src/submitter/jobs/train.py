@@ -3,14 +3,17 @@
 The ML lives in `submitter.ml`; this module is the glue: read the dataset version the job
 was submitted with, hold the model name's lock (two trainings of one name run one after
 the other, never at once, never dropped), report progress per (model, fold), save the
-winner with skops and register it with its metrics, schema and provenance.
+winner with skops and register it with its metrics, schema and provenance, then draw the
+plots of the run (`submitter.ml.plots`) as the job's artifacts `plots/*.png`.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -24,7 +27,11 @@ from submitter.names import NAME_RULE, is_valid_name
 if TYPE_CHECKING:
     from sqlalchemy import Connection
 
+    from submitter.ml import TrainResult
     from submitter.runtime import Runtime
+
+PLOTS_FOLDER = "plots"
+"""The training job's plots are its artifacts `plots/<name>.png` (see `submitter.ml.plots`)."""
 
 
 class TrainSpec(BaseModel):
@@ -186,6 +193,9 @@ def run(spec: TrainSpec, ctx: JobContext) -> dict[str, Any]:
     except (TrainingStopped, LockWaitStopped):
         raise JobCancelled() from None
     ctx.log(f"registered {spec.model_name} version {version.version} ({result.best_model})")
+    # After registering and outside the lock: the version can be promoted, and the next
+    # training of this name can start, while the plots are drawn.
+    plots = _make_plots(ctx, spec, dataset.name, dataset.version, version.version, result)
     return _json_safe(
         {
             "model_name": spec.model_name,
@@ -198,8 +208,75 @@ def run(spec: TrainSpec, ctx: JobContext) -> dict[str, Any]:
             "leaderboard": leaderboard,
             "skipped": result.skipped,
             "failed": result.failed,
+            "plots": plots,
         }
     )
+
+
+def _make_plots(
+    ctx: JobContext,
+    spec: TrainSpec,
+    dataset_name: str,
+    dataset_version: int,
+    version: int,
+    result: TrainResult,
+) -> list[str]:
+    """Draw the plots of the run into `plots/` of the workdir (kept as the job's artifacts);
+    return their artifact names. Plots are a nicety: any failure is a warning in the job's
+    log and the plot is skipped, never a failed training."""
+    ctx.progress(None, "drawing plots", "plotting")
+    started = time.monotonic()
+    try:
+        from submitter.ml.models import spec as model_spec
+        from submitter.ml.plots import PlotContext, training_plots
+
+        cv_scores = {
+            row["label"]: [fold.get(result.metric) for fold in result.fold_scores[row["model"]]]
+            for row in result.leaderboard
+        }
+        context = PlotContext(
+            model_name=spec.model_name,
+            model_version=version,
+            algorithm=model_spec(result.best_model).label,
+            dataset_name=dataset_name,
+            dataset_version=dataset_version,
+        )
+        made = training_plots(
+            result.pipeline,
+            result.X_holdout,
+            result.y_holdout,
+            task=result.task,
+            classes=result.classes,
+            metric=result.metric,
+            cv_scores=cv_scores,
+            context=context,
+            seed=spec.seed,
+            should_stop=ctx.cancelled.is_set,
+        )
+    except Exception as exc:  # e.g. matplotlib missing or broken: train without plots
+        ctx.log(f"no plots: {type(exc).__name__}: {exc}", "WARNING")
+        return []
+    ctx.check_cancelled()
+    for file, error in made.failed.items():
+        ctx.log(f"plot {file} skipped: {error}", "WARNING")
+    names = []
+    try:
+        folder = ctx.workdir / PLOTS_FOLDER
+        folder.mkdir(exist_ok=True)
+        for file, png in made.files.items():
+            (folder / file).write_bytes(png)
+            names.append(f"{PLOTS_FOLDER}/{file}")
+    except OSError as exc:
+        ctx.log(f"plots not written: {exc}", "WARNING")
+        shutil.rmtree(ctx.workdir / PLOTS_FOLDER, ignore_errors=True)
+        return []
+    timings = ", ".join(f"{file} {seconds:.1f}" for file, seconds in made.seconds.items())
+    no_holdout = result.y_holdout is None or len(result.y_holdout) == 0
+    ctx.log(
+        f"plots: {len(names)} made in {time.monotonic() - started:.1f} s ({timings})"
+        + ("; no holdout (holdout=0): only the CV plot" if no_holdout else "")
+    )
+    return sorted(names)
 
 
 KIND = JobKind(

@@ -57,6 +57,10 @@ class TrainResult:
     estimator's hyperparameters; `settings` the run's facts (rows, split sizes, the task rule,
     the positive class, timings). `skipped` lists candidates the time budget cut, `failed`
     those whose fit raised (with the error).
+
+    `fold_scores` keeps every compared model's per-fold metrics (the leaderboard has only
+    their mean and std), and `X_holdout`/`y_holdout` the rows no model selection saw (empty
+    with `holdout=0`): the plots of the training job are drawn from them.
     """
 
     task: str
@@ -71,6 +75,9 @@ class TrainResult:
     skipped: list[str]
     failed: dict[str, str] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
+    fold_scores: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    X_holdout: pd.DataFrame | None = None
+    y_holdout: np.ndarray | None = None
 
 
 def train(
@@ -185,6 +192,9 @@ def train(
             "cv_seconds": round(cv_seconds, 3),
             "refit_seconds": round(refit_seconds, 3),
         },
+        fold_scores={n: list(search.fold_scores[n]) for n in names_done},
+        X_holdout=X.iloc[hold_idx].reset_index(drop=True),
+        y_holdout=y[hold_idx],
     )
 
 
