@@ -3,7 +3,8 @@
 from submitter import Client
 c = Client()                             # SUBMITTER_URL, SUBMITTER_API_KEY
 job = c.submit("echo", {"message": "hi"})
-c.wait(job["id"])["result"]
+c.wait(job["id"])["result"]              # follows the job's event stream
+for event in c.events(job["id"]): ...    # state, log, end: live, as they happen
 
 Every failure is a `SubmitterError`: `ApiError` when the API answered with an error
 status, `ApiUnreachable` when no answer came (not running, wrong URL, timeout). httpx is
@@ -12,10 +13,12 @@ imported when the first client is made, so that `submitter --help` starts fast.
 
 from __future__ import annotations
 
+import json
 import os
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Generator, Iterable, Iterator
+from contextlib import closing, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +27,11 @@ if TYPE_CHECKING:
 
 TERMINAL_STATES = frozenset({"succeeded", "failed", "cancelled"})
 DEFAULT_URL = "http://127.0.0.1:7500"
+#: Longest wait (s) for the next bytes of an event stream: the server sends a `: ping`
+#: every 15 s when it has nothing else, so this long a silence is a dead connection.
+EVENTS_READ_TIMEOUT = 60.0
+#: Reconnects in a row that may fail (no event in between) before `events()` gives up.
+EVENTS_RETRIES = 5
 
 
 class SubmitterError(Exception):
@@ -51,6 +59,10 @@ class ApiUnreachable(SubmitterError):
         self.reason = reason
 
 
+class EventsUnavailable(ApiError):
+    """The API has no event stream (one older than it): follow the job by polling."""
+
+
 def default_api_key() -> str | None:
     """SUBMITTER_API_KEY, else SUBMITTER_ADMIN_KEY, else the key `submitter up` wrote."""
     for name in ("SUBMITTER_API_KEY", "SUBMITTER_ADMIN_KEY"):
@@ -69,6 +81,7 @@ class Client:
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         import httpx
 
+        self.timeout = timeout
         self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
 
     def close(self) -> None:
@@ -383,6 +396,116 @@ class Client:
             out[f"probability_{label}"] = [p[index] for p in result["probabilities"]]
         return out
 
+    def events(
+        self,
+        job_id: str,
+        *,
+        after_log: int = 0,
+        timeout: float | None = None,
+        retries: int = EVENTS_RETRIES,
+    ) -> Generator[dict[str, Any], None, None]:
+        """Follow a job's event stream (`GET /api/v1/jobs/{id}/events`) until it ends.
+
+        Yields `{"event", "id", "data"}` for each `state` (data: the job), `log` (data: a
+        log line, as `logs()` items) and `end` (data: the finished job; always the last
+        one); `id` is the log cursor. `after_log` skips the lines up to that id.
+
+        The stream is resumed, not restarted: after a dropped connection, a `reconnect`
+        (a stream's life is bounded) or an `error` event (the database went away), it
+        connects again with `Last-Event-ID`, so no log line comes twice or goes missing.
+        After `retries` failed reconnects in a row it raises what went wrong
+        (ApiUnreachable, or ApiError 503). The first connect is not retried: an API that
+        is not running is an ApiUnreachable at once, as for every call. Raises
+        TimeoutError after `timeout` seconds, EventsUnavailable for an API that has no
+        event stream."""
+        import httpx
+
+        follow = _Follow(cursor=after_log, deadline=_deadline(timeout))
+        while True:
+            try:
+                ended = yield from self._follow_once(job_id, follow)
+            except httpx.TimeoutException:
+                if follow.expired():
+                    raise TimeoutError(
+                        f"job {job_id} still {follow.state} after {timeout}s"
+                    ) from None
+                problem: SubmitterError = ApiUnreachable(self.url, "no answer in time")
+            except httpx.TransportError as error:
+                problem = ApiUnreachable(self.url, str(error) or type(error).__name__)
+            except _Resume as resume:
+                problem = resume.error
+            else:
+                if ended:
+                    return
+                continue  # a planned `reconnect`: at once, and not a failure
+            follow.failures += 1
+            if not follow.connected or follow.failures > retries:
+                raise problem
+            self._pause(follow, job_id, timeout)
+
+    def _follow_once(self, job_id: str, follow: _Follow) -> Generator[dict[str, Any], None, bool]:
+        """One connection of `events()`: yield its events; return True after `end`, False
+        after `reconnect`; raise _Resume for a retryable failure, httpx errors as they
+        come."""
+        import httpx
+
+        headers = {"Accept": "text/event-stream"}
+        if follow.cursor:
+            headers["Last-Event-ID"] = str(follow.cursor)
+        read = EVENTS_READ_TIMEOUT if follow.deadline is None else follow.remaining()
+        timeout = httpx.Timeout(self.timeout, read=max(0.05, min(EVENTS_READ_TIMEOUT, read)))
+        url = f"/api/v1/jobs/{job_id}/events"
+        with self._http.stream("GET", url, headers=headers, timeout=timeout) as response:
+            if response.status_code >= 400:
+                response.read()
+                error = _api_error(response)
+                if response.status_code == 404 and error.detail == "Not Found":  # no route
+                    raise EventsUnavailable(404, "the API has no event stream")
+                if response.status_code != 503:
+                    raise error
+                follow.delay = _seconds(response.headers.get("Retry-After"), follow.delay)
+                raise _Resume(error)
+            follow.connected = True
+            first = True
+            for event in parse_sse(response.iter_lines()):
+                if event["retry"] is not None:
+                    follow.delay = event["retry"] / 1000
+                if event["id"] is not None and event["id"].isdigit():
+                    follow.cursor = int(event["id"])
+                name = event["event"]
+                try:
+                    data = json.loads(event["data"])
+                except ValueError:
+                    raise ApiUnreachable(self.url, "the answer is not Submitter's events") from None
+                if name in ("state", "log", "end"):
+                    if not first:  # news since the connect: the stream works again
+                        follow.failures = 0
+                    first = False
+                    if name != "log" and isinstance(data, dict):
+                        follow.state = str(data.get("state", follow.state))
+                    yield {"event": name, "id": follow.cursor, "data": data}
+                    if name == "end":
+                        return True
+                elif name == "reconnect":
+                    return False
+                elif name == "error":
+                    detail = data.get("detail") if isinstance(data, dict) else data
+                    raise _Resume(ApiError(503, detail))
+                if follow.expired():
+                    raise httpx.ReadTimeout("deadline")
+        # The server closed the stream without `end`: a dropped connection.
+        raise _Resume(ApiUnreachable(self.url, "the event stream closed before the job ended"))
+
+    @staticmethod
+    def _pause(follow: _Follow, job_id: str, timeout: float | None) -> None:
+        """Sleep before a reconnect: the server's `retry` (or Retry-After), doubled on each
+        failure in a row, at most 30 s, never past the deadline."""
+        delay = min(30.0, follow.delay * 2 ** (follow.failures - 1))
+        if follow.remaining() <= delay:
+            time.sleep(max(0.0, follow.remaining()))
+            raise TimeoutError(f"job {job_id} still {follow.state} after {timeout}s")
+        time.sleep(delay)
+
     def wait(
         self,
         job_id: str,
@@ -390,18 +513,122 @@ class Client:
         timeout: float | None = None,
         poll: float = 0.5,
         on_update: Callable[[dict[str, Any]], None] | None = None,
+        on_log: Callable[[dict[str, Any]], None] | None = None,
     ) -> dict[str, Any]:
-        """Poll until the job ends; return it. Raise TimeoutError after `timeout` seconds."""
-        deadline = None if timeout is None else time.monotonic() + timeout
+        """Wait until the job ends; return it. Raise TimeoutError after `timeout` seconds.
+
+        Follows the job's event stream: `on_update(job)` is called with the job at the
+        start and on each change, `on_log(line)` with each log line (all of them, in
+        order). An API without the stream is polled every `poll` seconds instead."""
+        try:
+            with closing(self.events(job_id, timeout=timeout)) as events:
+                for event in events:
+                    if event["event"] == "log":
+                        if on_log is not None:
+                            on_log(event["data"])
+                    elif on_update is not None:
+                        on_update(event["data"])
+                    if event["event"] == "end":
+                        job: dict[str, Any] = event["data"]
+                        return job
+        except EventsUnavailable:
+            pass
+        return self._poll_until_done(job_id, timeout, poll, on_update, on_log)
+
+    def _poll_until_done(
+        self,
+        job_id: str,
+        timeout: float | None,
+        poll: float,
+        on_update: Callable[[dict[str, Any]], None] | None,
+        on_log: Callable[[dict[str, Any]], None] | None,
+    ) -> dict[str, Any]:
+        """`wait()` by polling, for an API without the event stream."""
+        deadline = _deadline(timeout)
+        after = 0
         while True:
             job = self.job(job_id)
             if on_update is not None:
                 on_update(job)
+            if on_log is not None:  # read after the job: an ended job's lines are all there
+                for line in self.logs(job_id, after=after):
+                    after = line["id"]
+                    on_log(line)
             if job["state"] in TERMINAL_STATES:
                 return job
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"job {job_id} still {job['state']} after {timeout}s")
             time.sleep(poll)
+
+
+def parse_sse(lines: Iterable[str]) -> Iterator[dict[str, Any]]:
+    """The events of a `text/event-stream` body given as lines (without their line ends),
+    by the WHATWG rules: `{"event", "data", "id", "retry"}`, where `event` defaults to
+    `message`, `data` joins the event's data lines with newlines, `id` is the last event
+    id so far (it carries over to later events) and `retry` is this event's, or None.
+    Comments (`: ping`) and events without data are skipped."""
+    name, last_id, retry = "", None, None
+    data: list[str] = []
+    for line in lines:
+        if not line:
+            if data:
+                yield {
+                    "event": name or "message",
+                    "data": "\n".join(data),
+                    "id": last_id,
+                    "retry": retry,
+                }
+            name, data, retry = "", [], None
+            continue
+        if line.startswith(":"):
+            continue
+        field, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if field == "event":
+            name = value
+        elif field == "data":
+            data.append(value)
+        elif field == "id" and "\0" not in value:
+            last_id = value
+        elif field == "retry" and value.isdigit():
+            retry = int(value)
+
+
+@dataclass
+class _Follow:
+    """Where `Client.events()` is: log cursor, last state, reconnect delay and failures."""
+
+    cursor: int
+    deadline: float | None
+    state: str = "queued"
+    delay: float = 1.0
+    failures: int = 0
+    connected: bool = False
+
+    def remaining(self) -> float:
+        return float("inf") if self.deadline is None else self.deadline - time.monotonic()
+
+    def expired(self) -> bool:
+        return self.remaining() <= 0
+
+
+class _Resume(Exception):
+    """A stream ended by something a reconnect may cure; `error` is raised if none does."""
+
+    def __init__(self, error: SubmitterError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _deadline(timeout: float | None) -> float | None:
+    return None if timeout is None else time.monotonic() + timeout
+
+
+def _seconds(value: str | None, default: float) -> float:
+    try:
+        return max(0.0, float(value)) if value else default
+    except ValueError:
+        return default
 
 
 def _api_error(response: httpx.Response) -> ApiError:
@@ -438,12 +665,19 @@ class JobHandle:
     def cancel(self) -> dict[str, Any]:
         return self.client.cancel(self.id)
 
-    def wait(self, *, timeout: float | None = None, progress: bool = False) -> dict[str, Any]:
-        """Wait until the job ends and return it; raise if it did not succeed."""
+    def wait(
+        self, *, timeout: float | None = None, progress: bool = False, logs: bool = False
+    ) -> dict[str, Any]:
+        """Wait until the job ends and return it; raise if it did not succeed.
+
+        `progress`: a live progress bar; `logs`: print the job's log lines as they come.
+        Both follow the job's event stream (updates as they happen, not polled)."""
         if not progress:
-            job = self.client.wait(self.id, timeout=timeout)
+            on_log = (lambda line: print(line["message"])) if logs else None
+            job = self.client.wait(self.id, timeout=timeout, on_log=on_log)
         else:
             from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+            from rich.text import Text
 
             with Progress(
                 TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn()
@@ -454,7 +688,12 @@ class JobHandle:
                     label = job["state"] + (f" · {job['message']}" if job.get("message") else "")
                     bar.update(task, completed=job.get("progress") or 0.0, description=label[:70])
 
-                job = self.client.wait(self.id, timeout=timeout, on_update=update)
+                def show(line: dict[str, Any]) -> None:  # above the bar; not rich markup
+                    bar.console.print(Text(line["message"]), highlight=False)
+
+                job = self.client.wait(
+                    self.id, timeout=timeout, on_update=update, on_log=show if logs else None
+                )
         if job["state"] != "succeeded":
             raise JobFailed(job)
         return job

@@ -253,10 +253,10 @@ def logs(
             raise fail(error) from None
 
 
-def _print_log_line(line: dict[str, Any]) -> None:
+def _print_log_line(line: dict[str, Any], out: Console = console) -> None:
     """Time dimmed, level, message as written: a message's own brackets are not markup."""
     text = Text.assemble((line["at"][:23], "dim"), f" {line['level']:7} ", line["message"])
-    console.print(text, highlight=False, soft_wrap=True)
+    out.print(text, highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -272,7 +272,8 @@ def cancel(job_id: str) -> None:
 
 @app.command()
 def watch(job_id: str) -> None:
-    """Show a progress display until the job ends; exit 1 unless it succeeded."""
+    """Follow a job live until it ends: a progress bar and its log lines as they come
+    (both on stderr), then the job; exit 1 unless it succeeded."""
     with _client() as client:
         try:
             job = _watch(client, job_id)
@@ -283,6 +284,8 @@ def watch(job_id: str) -> None:
 
 
 def _watch(client: Client, job_id: str) -> dict[str, Any]:
+    """Follow the job's event stream: the bar moves with each `state` event and each log
+    line is printed above it, on stderr, so stdout carries only the result (`--json`)."""
     with Progress(
         TextColumn("[bold]{task.fields[kind]}[/bold] {task.fields[job_id]}"),
         BarColumn(),
@@ -301,7 +304,10 @@ def _watch(client: Client, job_id: str) -> dict[str, Any]:
             done = job["progress"] or (1.0 if job["state"] == "succeeded" else 0.0)
             progress.update(task, completed=done, description=label, kind=job["kind"])
 
-        return client.wait(job_id, poll=0.5, on_update=update)
+        def show(line: dict[str, Any]) -> None:
+            _print_log_line(line, progress.console)
+
+        return client.wait(job_id, poll=0.5, on_update=update, on_log=show)
 
 
 @app.command()
