@@ -33,6 +33,8 @@ from submitter.registry.predictors import PredictorCache
 from submitter.registry.service import InvalidModelRequest, ModelNotFound
 from submitter.runtime import Runtime
 from submitter.schedules.service import ScheduleConflict, ScheduleNotFound
+from submitter.ui import UPLOAD_PATH
+from submitter.ui import install as install_console
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -61,7 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(
         inputs.BodyLimit,
         limit=settings.max_request_bytes,
-        exempt={("POST", "/api/v1/datasets")},
+        exempt={("POST", "/api/v1/datasets"), ("POST", UPLOAD_PATH)},
     )
     app.include_router(health.router)
     app.include_router(jobs.router)
@@ -73,6 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(tasks.router)
     _add_error_handlers(app)
     unavailable.install(app)  # database or store away: 503 + Retry-After, not 500
+    install_console(app)  # the web console at /ui; last: it wraps the error handlers
     return app
 
 
