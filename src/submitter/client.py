@@ -339,6 +339,30 @@ class Client:
         items: list[dict[str, Any]] = self._request("GET", "/api/v1/tasks")["items"]
         return items
 
+    def service_logs(
+        self,
+        service: str = "all",
+        *,
+        host: str | None = None,
+        level: str | None = None,
+        job_id: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        after_id: int | None = None,
+        order: str = "newest",
+        limit: int = 100,
+        offset: int = 0,
+    ) -> dict[str, Any]:
+        """Recent log records of the api, worker, beat or flower processes (or `all`), as
+        `{"items": [...], "total": N}`; admin only. `level` is the least level; `order`
+        `newest` (by id) or `oldest` (with `after_id`, to follow)."""
+        params: dict[str, Any] = {"order": order, "limit": limit, "offset": offset}
+        filters: dict[str, Any] = {"host": host, "level": level, "job_id": job_id}
+        filters.update(since=since, until=until, after_id=after_id)
+        params.update({name: value for name, value in filters.items() if value is not None})
+        page: dict[str, Any] = self._request("GET", f"/api/v1/logs/{service}", params=params)
+        return page
+
     # ---- clusters ---------------------------------------------------------------------
     def clusters(self) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = self._request("GET", "/api/v1/clusters")["items"]

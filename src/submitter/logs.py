@@ -74,7 +74,14 @@ def setup_logging(
     root.addHandler(handler)
     root.setLevel(level)
     # Third-party chatter that is rarely useful at INFO.
-    for noisy in ("httpx", "httpcore", "alembic.runtime.migration", "kombu", "amqp"):
+    for noisy in (
+        "httpx",
+        "httpcore",
+        "alembic.runtime.migration",
+        "alembic.runtime.plugins",
+        "kombu",
+        "amqp",
+    ):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
     if service_logs is not None:
         from submitter.servicelogs.handler import install

@@ -16,6 +16,7 @@ from submitter.api.routes import (
     datasets,
     health,
     jobs,
+    logs,
     models,
     schedules,
     tasks,
@@ -73,6 +74,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(schedules.router)
     app.include_router(workers.router)
     app.include_router(tasks.router)
+    app.include_router(logs.router)
     _add_error_handlers(app)
     unavailable.install(app)  # database or store away: 503 + Retry-After, not 500
     install_console(app)  # the web console at /ui; last: it wraps the error handlers

@@ -13,6 +13,7 @@ from submitter.cli import (
     demo,
     jobs,
     keys,
+    logs,
     models,
     operations,
     schedules,
@@ -40,6 +41,7 @@ app.add_typer(schedules.app, name="schedules")
 app.command("demo")(demo.demo)
 app.command("workers")(operations.workers)
 app.command("tasks")(operations.tasks)
+app.command("logs")(logs.logs)
 
 
 def main() -> None:

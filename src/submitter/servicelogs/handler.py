@@ -28,7 +28,8 @@ log call sits in request handlers, job runs and the worker's event loop. So:
   not exist in the child.
 - At exit `logging.shutdown` (an atexit hook) calls `flush` and `close`: what is buffered
   is written, within `close_timeout` seconds. A pool child that exits without atexit
-  flushes on Celery's `worker_process_shutdown` (see `install`).
+  flushes on Celery's `worker_process_shutdown`, and a SIGTERM that would end the process
+  without atexit (the API's, re-raised by Uvicorn) flushes first (see `install`).
 
 Retention runs here too, after a flush about once a minute (see
 `submitter.servicelogs.service` for why).
@@ -41,6 +42,7 @@ import logging
 import os
 import random
 import re
+import signal
 import socket
 import sqlite3
 import threading
@@ -48,6 +50,7 @@ import time
 import weakref
 from collections import deque
 from datetime import UTC, datetime
+from types import FrameType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -316,16 +319,21 @@ class ServiceLogHandler(logging.Handler):
         if self._pid != os.getpid() or self._thread is None or not self._thread.is_alive():
             return not self._buffer
         deadline = time.monotonic() + (self.close_timeout if timeout is None else timeout)
-        with self._lock:
-            target = self._queued
+        target = self._queued
         self._wake.set()
-        with self._flushed:
+        # With a timeout: a signal handler that flushes may have interrupted an `emit` of
+        # this very thread, which holds the lock.
+        if not self._lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            return False
+        try:
             while self._done < target and not self._failures:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
                 self._flushed.wait(remaining)
             return self._done >= target
+        finally:
+            self._lock.release()
 
     def close(self) -> None:
         """Write what is buffered (within `close_timeout`), then stop the flusher."""
@@ -507,6 +515,16 @@ os.register_at_fork(
 )
 
 
+def _flush_then_terminate(signum: int, _frame: FrameType | None) -> None:
+    """SIGTERM while no one else handles it: write the buffered records, then end as
+    SIGTERM would have (no atexit runs on a signal's default action)."""
+    for handler in list(_HANDLERS):
+        with contextlib.suppress(Exception):
+            handler.wait_written()
+    signal.signal(signum, signal.SIG_DFL)
+    signal.raise_signal(signum)
+
+
 def install(service: str, settings: Settings) -> ServiceLogHandler | None:
     """Add the handler to the root logger of this `service` process, if
     `SUBMITTER_SERVICE_LOG_ENABLED`; return it."""
@@ -520,6 +538,14 @@ def install(service: str, settings: Settings) -> ServiceLogHandler | None:
         max_age_seconds=settings.service_log_max_age_seconds,
     )
     logging.getLogger().addHandler(handler)
+    if (
+        threading.current_thread() is threading.main_thread()
+        and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    ):
+        # Uvicorn handles SIGTERM while it serves, then restores the handler it found and
+        # raises the signal again: with the default one, the API would die with its last
+        # second of records (its shutdown) unwritten. Celery (worker, beat) exits normally.
+        signal.signal(signal.SIGTERM, _flush_then_terminate)
     if service == "worker":
         # A pool child ends with os._exit (no atexit): flush its last records first.
         from celery.signals import worker_process_shutdown
