@@ -9,7 +9,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from submitter import __version__
-from submitter.api import errors, inputs, unavailable
+from submitter.api import docs, errors, inputs, unavailable
 from submitter.api.metrics import Metrics, MetricsMiddleware
 from submitter.api.routes import (
     clusters,
@@ -55,6 +55,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Datasets, jobs, models and predictions. Authenticate with an API key.",
         lifespan=lifespan,
         dependencies=[Depends(inputs.check_inputs)],
+        docs_url=None,  # docs.install serves /docs and /redoc from the package, not a CDN
+        redoc_url=None,
     )
     app.state.runtime = runtime
     app.state.metrics = Metrics(runtime)
@@ -67,6 +69,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         exempt={("POST", "/api/v1/datasets"), ("POST", UPLOAD_PATH)},
     )
     app.include_router(health.router)
+    docs.install(app)
     app.include_router(jobs.router)
     app.include_router(datasets.router)
     app.include_router(models.router)
