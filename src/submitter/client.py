@@ -382,6 +382,29 @@ class Client:
         items: list[dict[str, Any]] = page["items"]
         return items
 
+    def download_plots(
+        self, name: str, target: str | Path, *, version: int | None = None
+    ) -> list[Path]:
+        """Download the plots of a model version (default: the latest) into the folder
+        `target`, created if missing, as `roc.png`, `importance.png`, ...; return the paths.
+
+        Empty when the version has none: trained before plots were made, or its training
+        job has not finished yet (the version is registered before the plots are drawn).
+        """
+        if version is None:
+            versions = self.model_versions(name)
+            if not versions:
+                raise ApiError(404, f"model {name!r} has no versions")
+            chosen = versions[0]  # newest first
+        else:
+            chosen = self._request("GET", f"/api/v1/models/{name}/versions/{version}")
+        folder = Path(target)
+        folder.mkdir(parents=True, exist_ok=True)
+        return [
+            self.download_artifact(chosen["job_id"], plot, folder / plot.rsplit("/", 1)[-1])
+            for plot in chosen.get("plots") or []
+        ]
+
     def promote(self, name: str, version: int, alias: str = "production") -> dict[str, Any]:
         result: dict[str, Any] = self._request(
             "PUT", f"/api/v1/models/{name}/aliases/{alias}", json={"version": version}

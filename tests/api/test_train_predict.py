@@ -73,7 +73,7 @@ def test_train_register_predict_and_batch_predict(stack: Stack) -> None:
     artifacts = stack.api.get(
         f"/api/v1/jobs/{done['id']}/artifacts", headers=stack.headers("viewer")
     ).json()
-    assert [a["name"] for a in artifacts["items"]] == ["leaderboard.json"]
+    assert [a["name"] for a in artifacts["items"]] == ["leaderboard.json", *result["plots"]]
 
     version = stack.api.get(
         f"/api/v1/models/{name}/versions/1", headers=stack.headers("viewer")

@@ -41,13 +41,33 @@ def list_(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
 
 
 @app.command()
-def show(name: str, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """Show a model's versions with their metrics."""
+def show(
+    name: str,
+    version: Annotated[int | None, typer.Option(help="Only this version.")] = None,
+    plots: Annotated[
+        Path | None,
+        typer.Option(
+            help="Download the version's plots (--version, else the latest) into this "
+            "folder and print their paths instead of the table.",
+            file_okay=False,
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Show a model's versions with their metrics, or download a version's plots."""
+    if plots is not None:
+        _download_plots(name, version, plots, as_json)
+        return
     with Client() as client:
         try:
             versions = client.model_versions(name)
         except ApiError as error:
             raise fail(error) from None
+    if version is not None:
+        versions = [v for v in versions if v["version"] == version]
+        if not versions:
+            err.print(f"[red]model {name!r} has no version {version}[/red]")
+            raise typer.Exit(1)
     if as_json:
         print(json.dumps(versions, indent=2))
         return
@@ -64,6 +84,26 @@ def show(name: str, as_json: Annotated[bool, typer.Option("--json")] = False) ->
             (v["job_id"] or "")[:8],
         )
     console.print(table)
+
+
+def _download_plots(name: str, version: int | None, folder: Path, as_json: bool) -> None:
+    """The plots as files, one path a line (or a JSON list), for scripts and for people."""
+    with Client() as client:
+        try:
+            paths = client.download_plots(name, folder, version=version)
+        except ApiError as error:
+            raise fail(error) from None
+    if as_json:
+        print(json.dumps([str(p) for p in paths]))
+    else:
+        for path in paths:
+            print(path)
+    if not paths:
+        which = f"version {version}" if version is not None else "its latest version"
+        err.print(
+            f"{name} {which} has no plots: trained before plots were made, or its "
+            "training job has not finished yet"
+        )
 
 
 @app.command()

@@ -55,7 +55,7 @@ TOP_FEATURES = 20
 MAX_MATRIX_CLASSES = 30
 """A confusion matrix shows the most frequent classes of the holdout, at most this many."""
 MAX_LABEL = 28
-"""Tick labels (feature names, classes) are cut to this many characters."""
+"""Tick labels (feature names, classes) are cut to this many characters, in the middle."""
 
 PLOT_FILES = {
     "roc": "roc.png",
@@ -594,5 +594,9 @@ def _once(make: Callable[[], np.ndarray]) -> Callable[[], np.ndarray]:
 
 
 def _short(value: Any) -> str:
+    """A label cut in the middle: names that share a long prefix differ at the end."""
     text = str(value)
-    return text if len(text) <= MAX_LABEL else text[: MAX_LABEL - 1] + "…"
+    if len(text) <= MAX_LABEL:
+        return text
+    tail = (MAX_LABEL - 1) // 2
+    return text[: MAX_LABEL - 1 - tail] + "…" + text[-tail:]

@@ -37,6 +37,12 @@ class ModelVersionOut(BaseModel):
     size: int
     sha256: str
     created_at: datetime
+    plots: list[str] = Field(
+        default_factory=list,
+        description="Artifact names of the training job's plots (`plots/roc.png`, ...), "
+        "downloadable at /api/v1/jobs/{job_id}/artifacts/{name}; empty until that job has "
+        "finished, and for versions trained before plots were made.",
+    )
 
 
 class AliasIn(BaseModel):

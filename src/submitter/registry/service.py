@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, insert, select
 from sqlalchemy.exc import IntegrityError
 
-from submitter.db.models import ModelAlias, ModelVersion, RegisteredModel
+from submitter.db.models import Artifact, ModelAlias, ModelVersion, RegisteredModel
 from submitter.db.types import utcnow
 from submitter.names import NAME_RULE, FieldError, is_valid_name
 from submitter.runtime import Runtime
@@ -24,6 +25,8 @@ from submitter.storage import join_key
 
 ALIAS_PATTERN = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
 DEFAULT_ALIAS = "production"
+PLOTS_PREFIX = "plots/"
+"""A version's plots are the artifacts of its training job under this folder."""
 
 
 class ModelNotFound(LookupError):
@@ -150,6 +153,29 @@ def get_version(runtime: Runtime, name: str, version: int) -> ModelVersion:
     if found is None:
         raise ModelNotFound(f"model {name!r} has no version {version}")
     return found
+
+
+def version_plots(runtime: Runtime, versions: Sequence[ModelVersion]) -> dict[str, list[str]]:
+    """The plot artifact names of each version's training job, by version id.
+
+    Derived from the job's artifacts rather than stored on the version: they are uploaded
+    when the job ends, after the version was registered (so it could be promoted without
+    waiting on them), and one source means no copy to keep in step. A version whose job has
+    not finished, was made before plots existed, or has been deleted has none.
+    """
+    job_ids = {v.job_id for v in versions if v.job_id}
+    if not job_ids:
+        return {}
+    with runtime.reads() as session:
+        rows = session.execute(
+            select(Artifact.job_id, Artifact.name)
+            .where(Artifact.job_id.in_(job_ids), Artifact.name.startswith(PLOTS_PREFIX))
+            .order_by(Artifact.name)
+        ).tuples()
+        by_job: dict[str, list[str]] = {}
+        for job_id, name in rows:
+            by_job.setdefault(job_id, []).append(name)
+    return {v.id: by_job.get(v.job_id, []) if v.job_id else [] for v in versions}
 
 
 def set_alias(runtime: Runtime, name: str, alias: str, version: int) -> dict[str, Any]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -16,6 +16,10 @@ from submitter.jobs.schemas import Page
 from submitter.registry import predictors, service
 from submitter.registry.predictors import PredictIn
 from submitter.registry.schemas import AliasIn, AliasOut, ModelOut, ModelVersionOut
+
+if TYPE_CHECKING:
+    from submitter.db.models import ModelVersion
+    from submitter.runtime import Runtime
 
 router = APIRouter(prefix="/api/v1/models", tags=["models"], responses=API_ERRORS)
 
@@ -33,13 +37,22 @@ def get_model(name: str, runtime: RuntimeDep, _: Viewer) -> ModelOut:
 
 @router.get("/{name}/versions", response_model=Page[ModelVersionOut], responses=responses(404))
 def list_versions(name: str, runtime: RuntimeDep, _: Viewer) -> Page[ModelVersionOut]:
-    items = [ModelVersionOut.model_validate(v) for v in service.list_versions(runtime, name)]
+    items = _versions_out(runtime, service.list_versions(runtime, name))
     return Page(items=items, total=len(items))
 
 
 @router.get("/{name}/versions/{version}", response_model=ModelVersionOut, responses=responses(404))
 def get_version(name: str, version: VersionPath, runtime: RuntimeDep, _: Viewer) -> ModelVersionOut:
-    return ModelVersionOut.model_validate(service.get_version(runtime, name, version))
+    return _versions_out(runtime, [service.get_version(runtime, name, version)])[0]
+
+
+def _versions_out(runtime: Runtime, versions: list[ModelVersion]) -> list[ModelVersionOut]:
+    """Versions with their plots, found in one query for the whole list."""
+    plots = service.version_plots(runtime, versions)
+    return [
+        ModelVersionOut.model_validate(v).model_copy(update={"plots": plots.get(v.id, [])})
+        for v in versions
+    ]
 
 
 @router.put("/{name}/aliases/{alias}", response_model=AliasOut, responses=responses(404))
