@@ -5,6 +5,7 @@ filters and order, admin only, and a clear 422 for a bad service, level or time.
 from __future__ import annotations
 
 import logging
+import signal
 import socket
 import uuid
 from collections.abc import Iterator
@@ -14,7 +15,7 @@ from typing import Any
 import pytest
 
 from submitter.servicelogs.handler import ServiceLogHandler
-from tests.conftest import Stack, eventually
+from tests.conftest import Process, Stack, eventually
 
 
 def _get(stack: Stack, path: str, role: str = "admin", **params: Any) -> Any:
@@ -160,3 +161,24 @@ def test_a_real_worker_and_its_pool_children_write_records(stack: Stack) -> None
     # ...and so does beat, a service of its own.
     beat = eventually(lambda: _get(stack, "beat", host=socket.gethostname())["total"], timeout=30)
     assert beat
+
+
+def test_a_real_api_writes_its_records_up_to_its_shutdown(stack: Stack) -> None:
+    """Uvicorn re-raises the SIGTERM it handled once it has shut down: the records of
+    the shutdown are still written before the signal ends the process."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    api = Process(stack.backend, "api", f"--port={port}")
+
+    def messages() -> list[str]:
+        page = _get(stack, "api", host=socket.gethostname(), limit=1000)
+        return [r["message"] for r in page["items"] if r["pid"] == api.pid]
+
+    try:
+        eventually(lambda: any("Uvicorn running" in m for m in messages()), timeout=90)
+        api.popen.send_signal(signal.SIGTERM)
+        assert api.popen.wait(30) == -signal.SIGTERM  # it still ends as SIGTERM ends it
+    finally:
+        api.stop()
+    assert f"Finished server process [{api.pid}]" in messages(), api.tail()
