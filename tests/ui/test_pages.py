@@ -314,3 +314,119 @@ def test_model_forms_on_unknown_models(user: TestClient, token: str) -> None:
         response = user.post(path, data={**data, "csrf_token": token})
         assert response.status_code == 404, path
         assert "nothing" in response.text
+
+
+@pytest.fixture(scope="module")
+def model(ui_stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A registered version of `people-model`, trained here (no worker in this module) on a
+    small dataset uploaded for it."""
+    import pandas as pd
+
+    from submitter.ml import save, train
+    from submitter.registry.service import register_version
+
+    frame = pd.DataFrame(
+        {
+            "age": [20 + (i * 7) % 50 for i in range(60)],
+            "city": [("Oulu", "Espoo", "Turku")[i % 3] for i in range(60)],
+            "score": [((i * 13) % 17) / 4 for i in range(60)],
+            "label": ["yes" if (i * 7) % 50 > 20 else "no" for i in range(60)],
+        }
+    )
+    csv = frame.to_csv(index=False).encode()
+    uploaded = ui_stack.api.post(
+        "/api/v1/datasets",
+        files={"file": ("people-model.csv", csv)},
+        data={"name": "people-model"},
+        headers=ui_stack.headers("user"),
+    )
+    assert uploaded.status_code in (200, 201), uploaded.text
+    result = train(frame, "label", models=["lr"], folds=2, n_jobs=1)
+    path = tmp_path_factory.mktemp("model") / "model.skops"
+    save(result.pipeline, path)
+    register_version(
+        ui_stack.runtime,
+        name="people-model",
+        model_file=path,
+        fields={
+            "task": result.task,
+            "algorithm": result.best_model,
+            "metric": result.metric,
+            "metrics": {"cv": result.leaderboard[0], "holdout": result.holdout_metrics},
+            "leaderboard": result.leaderboard,
+            "params": {},
+            "feature_schema": result.feature_schema,
+            "classes": result.classes,
+            "target": "label",
+            "dataset_id": uploaded.json()["id"],
+            "job_id": None,
+        },
+    )
+    return "people-model"
+
+
+def test_model_page_promote_and_predict(user: TestClient, token: str, model: str) -> None:
+    page = user.get(f"/ui/models/{model}")
+    assert page.status_code == 200
+    assert 'id="leaderboard"' in page.text and "people-model@1" in page.text
+    assert "age,city,score\n" in page.text  # the predict form's example: the features
+    assert "No plots for this version." in page.text
+    listing = user.get("/ui/models")
+    assert f'href="/ui/models/{model}"' in listing.text
+    refused = user.post(
+        f"/ui/models/{model}/aliases",
+        data={"version": "1", "alias": "Not An Alias", "csrf_token": token},
+    )
+    assert refused.status_code == 422 and "alias:" in refused.text
+    promoted = user.post(
+        f"/ui/models/{model}/aliases",
+        data={"version": "1", "alias": "staging", "csrf_token": token},
+        follow_redirects=False,
+    )
+    assert promoted.status_code == 303
+    assert promoted.headers["location"] == f"/ui/models/{model}/versions/1"
+    shown = user.get(promoted.headers["location"])
+    assert '<span class="chip alias">staging</span>' in shown.text
+    assert (
+        user.post(
+            f"/ui/models/{model}/aliases", data={"version": "2", "csrf_token": token}
+        ).status_code
+        == 404
+    )
+    predicted = user.post(
+        f"/ui/models/{model}/predict",
+        data={
+            "version": "1",
+            "rows": "age,city,score\n30,Oulu,1.5\n61,Helsinki,\n",
+            "csrf_token": token,
+        },
+        headers={"HX-Request": "true"},
+    )
+    assert predicted.status_code == 200, predicted.text
+    assert predicted.text.count("<strong>") == 2 and "p(yes)" in predicted.text
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        ("", "give a header line and at least one row"),
+        ("age,city,score\n", "give a header line and at least one row"),
+        ("age,city,score\n1,2\n", "row 1 has 2 values for 3 columns"),
+        ("age,city,score\n30,Oulu,inf\n", "is not a finite number"),
+        ("age,city\n30,Oulu\n", "score: missing column"),
+        ("age,city,score,extra\n30,Oulu,1,2\n", "extra"),
+        ("age,city,score\nthirty,Oulu,1\n", "age"),
+        ("age,city,score\n" + "30,Oulu,1\n" * 101, "at most 100 rows"),
+    ],
+)
+def test_predict_form_says_what_is_wrong(
+    user: TestClient, token: str, model: str, rows: str, message: str
+) -> None:
+    response = user.post(
+        f"/ui/models/{model}/predict",
+        data={"version": "1", "rows": rows, "csrf_token": token},
+        headers={"HX-Request": "true"},
+    )
+    assert response.status_code == 422, response.text
+    found = re.search(r'id="predict-error">([^<]*)<', response.text)
+    assert found and message in found.group(1).replace("&#39;", "'"), found and found.group(1)

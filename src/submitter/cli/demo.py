@@ -76,7 +76,8 @@ def demo(
         code = _main_job(client, home, timeout)
         if keep:
             console.print(
-                f"stack left running: docs http://127.0.0.1:{port}/docs · API key {key} · "
+                f"stack left running: web console http://127.0.0.1:{port}/ui (sign in with "
+                f"the API key) · docs http://127.0.0.1:{port}/docs · API key {key} · "
                 f"stop with: kill {stack.pid}"
             )
             return

@@ -190,7 +190,10 @@ def up(
         commands["flower"] = [*base, "flower"]
     supervisor = Supervisor(commands, env=env)
     url = f"http://{settings.api_host}:{settings.api_port}"
-    console.print(f"Submitter on [bold]{url}[/bold] (docs: {url}/docs); home {settings.home}")
+    console.print(
+        f"Submitter on [bold]{url}[/bold] (web console: {url}/ui, docs: {url}/docs); "
+        f"home {settings.home}"
+    )
     if settings.admin_key is None:
         console.print(f"admin API key in {settings.home / 'admin.key'}")
     raise typer.Exit(supervisor.run())

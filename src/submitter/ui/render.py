@@ -85,7 +85,7 @@ def _number(value: Any, digits: int = 4) -> str:
     if isinstance(value, float):
         if not math.isfinite(value):
             return str(value)
-        return f"{value:.{digits}f}"
+        return f"{value:,.{digits}f}".replace(",", " ")
     return str(value)
 
 
@@ -124,7 +124,7 @@ def _environment() -> jinja2.Environment:
         percent=_percent,
         short=lambda value: str(value)[:8] if value else DASH,
     )
-    env.globals.update(version=__version__, csrf_field_name=CSRF_FIELD, csrf_header=CSRF_HEADER)
+    env.globals.update(app_version=__version__, csrf_field_name=CSRF_FIELD, csrf_header=CSRF_HEADER)
     return env
 
 

@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 from fastapi import APIRouter, HTTPException, Request, status
 from fastapi.responses import RedirectResponse, Response
 
+from submitter.roles import Role
 from submitter.security import authenticate
 from submitter.ui.deps import (
     COOKIE,
@@ -23,6 +24,7 @@ from submitter.ui.deps import (
     same_origin,
 )
 from submitter.ui.forms import FormDep
+from submitter.ui.pages.train import warm_up
 from submitter.ui.render import page
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
@@ -97,6 +99,8 @@ def login(request: Request, runtime: RuntimeDep, form: FormDep) -> Response:
             notice=None,
             error=error,
         )
+    if principal.role.allows(Role.user):
+        warm_up()  # the train form's model list
     response = RedirectResponse(target, status_code=status.HTTP_303_SEE_OTHER)
     response.set_cookie(
         COOKIE,

@@ -17,8 +17,6 @@ from submitter.datasets import query
 from submitter.datasets import service as datasets
 from submitter.datasets.limits import LimitExceeded
 from submitter.db.types import INT32_MAX
-from submitter.jobs import artifacts
-from submitter.jobs.service import JobNotFound
 from submitter.registry import predictors, service
 from submitter.registry.predictors import PredictIn
 from submitter.registry.schemas import ModelOut, ModelVersionOut
@@ -50,23 +48,6 @@ def _version_number(text: str, name: str) -> int:
 def list_page(request: Request, runtime: RuntimeDep, session: UiViewer) -> HTMLResponse:
     models = [ModelOut.model_validate(m) for m in service.list_models(runtime)]
     return page(request, "models/list.html", session, models=models)
-
-
-def plot_names(runtime: RuntimeDep, version: ModelVersionOut) -> list[str]:
-    """The artifact names of the version's plots (`plots/*.png` of the training job), in
-    the order the version lists them when it does."""
-    if not version.job_id:
-        return []
-    try:
-        names = [a.name for a in artifacts.list_artifacts(runtime, version.job_id)]
-    except JobNotFound:
-        return []
-    pngs = [n for n in names if n.startswith("plots/") and n.lower().endswith(".png")]
-    listed = getattr(version, "plots", None)
-    if not listed:
-        return pngs
-    ordered = [n if n in names else f"plots/{n}" for n in listed]
-    return [n for n in ordered if n in names] + [n for n in pngs if n not in ordered]
 
 
 def leaderboard_columns(rows: list[dict[str, Any]]) -> list[str]:
@@ -101,11 +82,28 @@ def _example_csv(runtime: RuntimeDep, version: ModelVersionOut) -> str:
     return out.getvalue()
 
 
+def _dataset_labels(runtime: RuntimeDep, ids: set[str]) -> dict[str, str]:
+    """`name@version` of each dataset a version was trained on (`deleted` for tombstones)."""
+    labels = {}
+    for dataset_id in ids:
+        try:
+            found = datasets.resolve(runtime, dataset_id)
+            labels[dataset_id] = f"{found.name}@{found.version}"
+        except datasets.DatasetNotFound:
+            labels[dataset_id] = f"{dataset_id[:8]} (deleted)"
+    return labels
+
+
 def _version_context(
     runtime: RuntimeDep, session: UiSession, name: str, number: int | None
 ) -> dict[str, Any]:
     model = ModelOut.model_validate(service.get_model(runtime, name))
-    versions = [ModelVersionOut.model_validate(v) for v in service.list_versions(runtime, name)]
+    rows = service.list_versions(runtime, name)
+    plots = service.version_plots(runtime, rows)  # as the API lists them
+    versions = [
+        ModelVersionOut.model_validate(v).model_copy(update={"plots": plots.get(v.id, [])})
+        for v in rows
+    ]
     if not versions:
         raise ModelNotFound(f"model {name!r} has no versions")
     chosen = (
@@ -121,11 +119,14 @@ def _version_context(
         "versions": versions,
         "version": chosen,
         "aliases_of": by_version,
+        "dataset_labels": _dataset_labels(
+            runtime, {v.dataset_id for v in versions if v.dataset_id}
+        ),
         "cv": chosen.metrics.get("cv") or {},
         "holdout": chosen.metrics.get("holdout") or {},
         "leaderboard": chosen.leaderboard,
         "leaderboard_columns": leaderboard_columns(chosen.leaderboard),
-        "plots": plot_names(runtime, chosen),
+        "plots": chosen.plots,
         "example": _example_csv(runtime, chosen),
         "default_alias": DEFAULT_ALIAS,
         "alias_error": None,
@@ -182,18 +183,21 @@ def _cell(field: dict[str, Any], text: str, where: str) -> Any:
     if text == "":
         return None
     dtype = field.get("dtype")
-    try:
-        if dtype == "int64":
+    if dtype == "int64":
+        try:
             return int(text)
-        if dtype == "float64":
+        except ValueError:
+            return text
+    if dtype == "float64":
+        try:
             number = float(text)
-            if math.isnan(number):
-                return None
-            if not math.isfinite(number):
-                raise _RowError(f"{where}: {text!r} is not a finite number")
-            return number
-    except ValueError:
-        return text
+        except ValueError:
+            return text
+        if math.isnan(number):
+            return None
+        if not math.isfinite(number):
+            raise _RowError(f"{where}: {text!r} is not a finite number")
+        return number
     if dtype == "bool":
         word = text.lower()
         return True if word in _TRUE else False if word in _FALSE else text

@@ -3,6 +3,9 @@ folds) that submits it as `POST /api/v1/jobs` does and opens the job's live page
 
 from __future__ import annotations
 
+import importlib
+import sys
+import threading
 from typing import Any
 
 from fastapi import APIRouter, Request, status
@@ -22,6 +25,19 @@ router = APIRouter(prefix="/ui/train", include_in_schema=False)
 NAV = NavItem("Train", "/ui/train", order=40, role=Role.user)
 
 TASKS = ("auto", "classification", "regression")
+
+
+CATALOGUE_MODULE = "submitter.ml.models"
+
+
+def warm_up() -> None:
+    """Import the model catalogue (scikit-learn: seconds) in the background, so that the
+    train form, which lists it, opens at once. Called at sign-in; the import is the one
+    the first train job submitted would make in this process anyway."""
+    if CATALOGUE_MODULE not in sys.modules:
+        threading.Thread(
+            target=importlib.import_module, args=(CATALOGUE_MODULE,), daemon=True
+        ).start()
 
 
 def _catalogue() -> tuple[list[tuple[str, str]], tuple[str, ...]]:
