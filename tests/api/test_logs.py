@@ -4,9 +4,15 @@ filters and order, admin only, and a clear 422 for a bad service, level or time.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import selectors
 import signal
 import socket
+import subprocess
+import sys
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -177,8 +183,59 @@ def test_a_real_api_writes_its_records_up_to_its_shutdown(stack: Stack) -> None:
 
     try:
         eventually(lambda: any("Uvicorn running" in m for m in messages()), timeout=90)
+        _the_cli_reads_and_follows(stack, f"http://127.0.0.1:{port}", api.pid)
         api.popen.send_signal(signal.SIGTERM)
         assert api.popen.wait(30) == -signal.SIGTERM  # it still ends as SIGTERM ends it
     finally:
         api.stop()
     assert f"Finished server process [{api.pid}]" in messages(), api.tail()
+
+
+def _the_cli_reads_and_follows(stack: Stack, url: str, api_pid: int) -> None:
+    """`submitter logs` over HTTP: the newest records, then (`--follow`) the ones a job
+    makes after it started."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SUBMITTER_")}
+    env.update(SUBMITTER_URL=url, SUBMITTER_API_KEY=stack.backend.admin_key)
+    command = [sys.executable, "-m", "submitter", "logs"]
+    shown = subprocess.run(
+        [*command, "api", "--host", socket.gethostname(), "--level", "info", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert shown.returncode == 0, shown.stderr
+    lines = [json.loads(line) for line in shown.stdout.splitlines()]
+    assert any(r["pid"] == api_pid and "Uvicorn running" in r["message"] for r in lines)
+    assert [r["id"] for r in lines] == sorted(r["id"] for r in lines)  # oldest first
+    refused = subprocess.run(
+        [*command, "nope"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert refused.returncode == 1 and "service" in refused.stderr
+
+    job_id = uuid.uuid4().hex  # a job of this test's own, logged by this test's handler
+    follower = subprocess.Popen(
+        [*command, "all", "--job", job_id, "--follow", "--json"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    handler = ServiceLogHandler("beat", stack.backend.settings.db_url)
+    log = logging.getLogger(f"tests.logs.follow.{job_id}")
+    log.propagate = False
+    log.addHandler(handler)
+    try:
+        time.sleep(2)  # the follower has read the (empty) start
+        log.warning("followed", extra={"job_id": job_id})
+        assert handler.wait_written(20)
+        assert follower.stdout is not None
+        selector = selectors.DefaultSelector()
+        selector.register(follower.stdout, selectors.EVENT_READ)
+        assert selector.select(timeout=30), "the follower printed nothing"
+        record = json.loads(follower.stdout.readline())
+        assert (record["message"], record["job_id"]) == ("followed", job_id)
+    finally:
+        handler.close()
+        follower.send_signal(signal.SIGINT)
+        follower.wait(20)
