@@ -222,3 +222,25 @@ def test_the_key_is_in_no_page(ui_stack: Stack, role: str) -> None:
         assert all(key not in value for value in response.headers.values()), path
         for hop in response.history:
             assert key not in hop.headers.get("location", ""), path
+
+
+def test_any_key_survives_the_cookie_and_a_malformed_cookie_is_no_session(
+    ui_stack: Stack,
+) -> None:
+    from submitter.ui.deps import cookie_value, key_of
+
+    for key in ("sk_abc-_123", 'a key; with "quotes", spaces=and\\slashes', "ä€"):
+        assert key_of(cookie_value(key)) == key
+    for value in ("", "!!!", "a", "//8"):  # not base64url, or not UTF-8
+        assert key_of(value) is None, value
+    client = TestClient(ui_stack.api.app)
+    for value in ("!!!", cookie_value("sk_unknown"), "//8"):
+        client.cookies.set("submitter_session", value, domain="testserver", path="/ui")
+        response = client.get("/ui/jobs", follow_redirects=False)
+        assert response.status_code == 303, value
+        assert response.headers["location"].startswith("/ui/login")
+        events = client.get(
+            "/ui/jobs/" + "a" * 32 + "/events", headers={"Accept": "text/event-stream"}
+        )
+        assert events.status_code == 401  # an EventSource: no page, it stops
+        client.cookies.clear()

@@ -1,11 +1,12 @@
 """The console's dependencies: who is signed in (from the session cookie), their role, and
 the CSRF check of every request that changes state.
 
-The session cookie holds the API key itself, so there is no server-side session to keep,
-and every API replica accepts it; it is checked on each request with
-`security.authenticate`, exactly as `api/deps.py` checks a bearer token, so a revoked key
-ends its sessions at once. The cookie is HttpOnly (no script reads it), SameSite=Strict (no
-other site's page sends it), Path=/ui (the API never sees it) and Secure over https.
+The session cookie holds the API key itself (base64url-encoded), so there is no
+server-side session to keep, and every API replica accepts it; it is checked on each
+request with `security.authenticate`, exactly as `api/deps.py` checks a bearer token, so
+a revoked key ends its sessions at once. The cookie is HttpOnly (no script reads it),
+SameSite=Strict (no other site's page sends it), Path=/ui (the API never sees it) and
+Secure over https.
 
 CSRF: the token is HMAC-SHA256(key, "submitter-csrf"). It is stateless (nothing stored, the
 same on every replica, no server secret to share) and only someone who holds the key can
@@ -16,6 +17,8 @@ its Origin, when the browser sends one, must be this server's.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 from collections.abc import Awaitable, Callable
@@ -91,8 +94,25 @@ class UiSession:
         return self.principal.role.allows(Role(role))
 
 
+def cookie_value(key: str) -> str:
+    """The key as the cookie holds it: base64url, so that any admin key a deployment set
+    (spaces, `;`, quotes) survives cookie quoting unchanged."""
+    return base64.urlsafe_b64encode(key.encode()).decode().rstrip("=")
+
+
+def key_of(value: str | None) -> str | None:
+    """The key a session cookie holds, or None for a missing or malformed cookie."""
+    if not value:
+        return None
+    try:
+        key = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode()
+    except (binascii.Error, ValueError):  # UnicodeDecodeError is a ValueError
+        return None
+    return key or None
+
+
 def _session(request: Request, runtime: RuntimeDep) -> UiSession:
-    key = request.cookies.get(COOKIE)
+    key = key_of(request.cookies.get(COOKIE))
     if not key:
         raise NotSignedIn()
     admin_key = runtime.settings.admin_key

@@ -47,8 +47,10 @@ def is_console(request: Request) -> bool:
 
 
 def wants_html(request: Request) -> bool:
-    accept = request.headers.get("accept", "")
-    return not ("application/json" in accept and "text/html" not in accept)
+    """A browser's navigation or form (or a client that takes anything), not a script that
+    asked for JSON or an EventSource (which gets the API's JSON answer and stops)."""
+    accept = request.headers.get("accept", "").strip()
+    return not accept or "text/html" in accept or accept == "*/*"
 
 
 def message_of(body: Any) -> str:

@@ -20,6 +20,7 @@ from submitter.ui.deps import (
     MaybeSession,
     RuntimeDep,
     UiViewer,
+    cookie_value,
     is_https,
     same_origin,
 )
@@ -104,7 +105,7 @@ def login(request: Request, runtime: RuntimeDep, form: FormDep) -> Response:
     response = RedirectResponse(target, status_code=status.HTTP_303_SEE_OTHER)
     response.set_cookie(
         COOKIE,
-        key,
+        cookie_value(key),
         path=COOKIE_PATH,
         httponly=True,
         samesite="strict",
