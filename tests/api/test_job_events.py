@@ -343,3 +343,27 @@ def test_the_wire_format_is_one_json_line_per_event_and_the_client_reads_it_back
         ("log", "7", None),
     ]
     assert json.loads(parsed[1]["data"]) == line
+
+
+def test_many_watchers_of_one_job_each_get_every_line_once(stack: Stack) -> None:
+    """Twenty streams in one process share a few poll threads (jobs.events.POLL_THREADS);
+    each still sees the whole job."""
+    job = stack.submit(spec={"message": "crowd", "sleep_seconds": 2})
+    seen: list[list[int]] = []
+
+    async def watch() -> None:
+        lines = [
+            event.data["id"]
+            async for event in job_events(stack.runtime, job["id"], poll=0.1)
+            if event.event == "log" and event.data is not None
+        ]
+        seen.append(lines)
+
+    async def crowd() -> None:
+        async with anyio.create_task_group() as group:
+            for _ in range(20):
+                group.start_soon(watch)
+
+    anyio.run(crowd)
+    expected = [line["id"] for line in logs_of(stack, job["id"])]
+    assert len(seen) == 20 and all(lines == expected for lines in seen), seen

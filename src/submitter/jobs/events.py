@@ -45,6 +45,7 @@ from typing import Any, Literal
 
 import anyio
 import anyio.to_thread
+from anyio.lowlevel import RunVar
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -68,6 +69,11 @@ FIRST_RETRY_MS = 3000
 RECONNECT_RETRY_MS = 1000
 #: Most log lines read in one poll; a poll that fills it is followed at once by the next.
 LOG_BATCH = 500
+#: Polls of all streams of one process run in at most this many threads at once (so at
+#: most this many pooled connections): many watchers slow each other down, never the
+#: API's other routes, which share anyio's default pool of 40 threads.
+POLL_THREADS = 4
+_poll_limiter: RunVar[anyio.CapacityLimiter] = RunVar("submitter_job_events_limiter")
 _TERMINAL = frozenset(state.value for state in TERMINAL)
 
 
@@ -151,7 +157,9 @@ async def job_events(
     previous: dict[str, Any] | None = None
 
     async def read() -> tuple[dict[str, Any], list[dict[str, Any]]]:
-        return await anyio.to_thread.run_sync(read_update, runtime, job_id, cursor)
+        return await anyio.to_thread.run_sync(
+            read_update, runtime, job_id, cursor, limiter=_limiter()
+        )
 
     try:
         while True:
@@ -196,6 +204,17 @@ async def job_events(
         yield JobEvent("error", {"detail": f"job {job_id} not found"}, cursor)
     except Exception as error:  # never a broken or hung stream: say so and close it
         yield _failure(runtime, error, cursor)
+
+
+def _limiter() -> anyio.CapacityLimiter:
+    """This event loop's limiter of poll threads (a RunVar: one per loop, as anyio keeps
+    its own default thread limiter)."""
+    try:
+        return _poll_limiter.get()
+    except LookupError:
+        limiter = anyio.CapacityLimiter(POLL_THREADS)
+        _poll_limiter.set(limiter)
+        return limiter
 
 
 async def _closing_lines(
