@@ -184,6 +184,24 @@ def test_importance_work_is_bounded_on_a_wide_table() -> None:
     assert_legible_png(png)
 
 
+def test_importance_stops_repeating_past_its_time_budget(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Out of time after the first repeat: one repeat is kept, the plot says so."""
+    result = train(data.binary(), "label", models=["lr"], folds=3)
+    assert result.X_holdout is not None and result.y_holdout is not None
+    monkeypatch.setattr(plots, "IMPORTANCE_SECONDS", 0.0)
+    found = permutation_importances(
+        result.pipeline,
+        result.X_holdout,
+        result.y_holdout,
+        task="classification",
+        classes=result.classes,
+        metric="AUC",
+    )
+    assert found.repeats == 1 and not found.stds.any() and found.means.any()
+
+
 def test_a_metric_that_cannot_be_scored_falls_back() -> None:
     """RMSLE with negative targets is undefined: importance is measured with R² instead."""
     result = train(data.regression(), "y", models=["lr"], folds=3, metric="RMSLE")
@@ -235,3 +253,13 @@ def test_importing_the_module_does_not_import_matplotlib() -> None:
     code = "import sys, submitter.ml.plots; print('matplotlib' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.stdout.strip() == "False", result.stdout + result.stderr
+
+
+def test_a_classifier_without_probabilities_gets_its_curves_from_the_margin() -> None:
+    """Ridge and linear SVM have no `predict_proba`: ROC, PR and AUC importance use the
+    decision function."""
+    result = train(data.binary(), "label", models=["ridge", "svm"], folds=3)
+    assert not hasattr(result.pipeline, "predict_proba")
+    made = plot_all(result)
+    assert made.failed == {}
+    assert {"roc.png", "pr.png", "importance.png"} <= set(made.files)

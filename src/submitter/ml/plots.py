@@ -15,7 +15,8 @@ names the model version and the dataset version it was trained on.
 Work is bounded so that a big table does not make training much slower: curves and matrices
 score at most `MAX_SCORED_ROWS` holdout rows, scatter plots draw at most `MAX_POINTS`, and
 permutation importance shuffles each feature `IMPORTANCE_REPEATS` times over at most
-`IMPORTANCE_ROWS` rows, fewer when there are many features (`IMPORTANCE_BUDGET`).
+`IMPORTANCE_ROWS` rows, fewer when there are many features (`IMPORTANCE_BUDGET`) or when
+the repeats take too long (`IMPORTANCE_SECONDS`).
 """
 
 from __future__ import annotations
@@ -51,6 +52,8 @@ is mostly per row predicted (LightGBM about 30 us a row here). On the 23 feature
 tests/data/credit.csv, 3 x 1,000 rows cost 2.3-3.2x less than 5 x 2,000 and found the same
 top feature and 3-4 of the same top 5 (lr, et, hgb, lightgbm); the rest lie within
 each other's error bars either way."""
+IMPORTANCE_SECONDS = 4.0
+"""No further repeat starts if it would end later than this after the first began."""
 TOP_FEATURES = 20
 MAX_MATRIX_CLASSES = 30
 """A confusion matrix shows the most frequent classes of the holdout, at most this many."""
@@ -244,12 +247,10 @@ def permutation_importances(
 
     Measured on the whole pipeline, so a string column counts once (not per one-hot
     column) and preprocessing is included. The rows and repeats are bounded (see
-    `IMPORTANCE_BUDGET`). A metric that cannot be scored on the sample (AUC with a class
-    missing from it, RMSLE with negative targets) falls back to accuracy or R².
+    `IMPORTANCE_BUDGET` and `IMPORTANCE_SECONDS`). A metric that cannot be scored on the
+    sample (AUC with a class missing from it, RMSLE with negative targets) falls back to
+    accuracy or R².
     """
-    from sklearn.inspection import permutation_importance
-    from threadpoolctl import threadpool_limits
-
     n_features = max(1, X.shape[1])
     rows = min(len(y), IMPORTANCE_ROWS)
     repeats = max(1, min(IMPORTANCE_REPEATS, IMPORTANCE_BUDGET // (n_features * max(1, rows))))
@@ -258,32 +259,47 @@ def permutation_importances(
     error: Exception | None = None
     for scoring, label in _scorers(task, classes, metric):
         try:
-            # One thread, as in training: OpenMP boosters on a busy machine are several times
-            # slower with all cores than with one (HGB's predict measured 4x slower here).
-            with threadpool_limits(limits=1), warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # unknown categories, undefined metrics
-                found = permutation_importance(
-                    pipeline,
-                    X_sample,
-                    y_sample,
-                    scoring=scoring,
-                    n_repeats=repeats,
-                    random_state=seed,
-                    n_jobs=1,
-                )
+            found = _repeats(pipeline, X_sample, y_sample, scoring, repeats, seed)
         except ValueError as exc:
             error = exc
             continue
         return Importance(
             features=[str(c) for c in X_sample.columns],
-            means=np.asarray(found.importances_mean, dtype="float64"),
-            stds=np.asarray(found.importances_std, dtype="float64"),
+            means=found.mean(axis=0),
+            stds=found.std(axis=0),
             scoring=label,
             rows=len(y_sample),
-            repeats=repeats,
+            repeats=len(found),
         )
     assert error is not None
     raise error
+
+
+def _repeats(
+    pipeline: Any, X: pd.DataFrame, y: np.ndarray, scoring: Any, repeats: int, seed: int
+) -> np.ndarray:
+    """Importances per repeat (repeats x features), one repeat at a time, and no repeat that
+    would end past `IMPORTANCE_SECONDS` (the first always runs): on a busy machine, or with
+    a slow model, the plot has fewer repeats instead of holding the job up."""
+    from sklearn.inspection import permutation_importance
+    from threadpoolctl import threadpool_limits
+
+    started = time.perf_counter()
+    done: list[np.ndarray] = []
+    for repeat in range(repeats):
+        # One thread, as in training: OpenMP boosters on a busy machine are several times
+        # slower with all cores than with one (HGB's predict measured 4x slower here).
+        with threadpool_limits(limits=1), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # unknown categories, undefined metrics
+            found = permutation_importance(
+                pipeline, X, y, scoring=scoring, n_repeats=1, random_state=seed + repeat,
+                n_jobs=1,
+            )  # fmt: skip
+        done.append(np.asarray(found.importances[:, 0], dtype="float64"))
+        elapsed = time.perf_counter() - started
+        if elapsed * (len(done) + 1) / len(done) > IMPORTANCE_SECONDS:
+            break
+    return np.vstack(done)
 
 
 def _scorers(task: str, classes: Sequence[Any] | None, metric: str) -> list[tuple[Any, str]]:
