@@ -30,6 +30,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from submitter.ml.metrics import LOWER_IS_BETTER
+
 if TYPE_CHECKING:
     import pandas as pd
     from matplotlib.axes import Axes
@@ -70,10 +72,6 @@ PLOT_FILES = {
     "cv_scores": "cv_scores.png",
 }
 """The fixed file name of each plot; the training job keeps them under `plots/`."""
-
-_HIGHER_IS_BETTER = frozenset(
-    {"Accuracy", "AUC", "Recall", "Precision", "F1", "Kappa", "MCC", "R2"}
-)
 
 
 @dataclass(frozen=True)
@@ -532,7 +530,7 @@ def cv_scores_png(
     )
     labels = [textwrap.fill(label, 16) for label in series]
     ax.set_xticks(positions, labels, fontsize=9)
-    better = "higher" if metric in _HIGHER_IS_BETTER else "lower"
+    better = "lower" if metric in LOWER_IS_BETTER else "higher"
     ax.set_xlabel("Model (ranked best first)")
     ax.set_ylabel(f"{metric} on each validation fold ({better} is better)")
     ax.grid(axis="y", alpha=0.3)
