@@ -35,6 +35,7 @@ def test_models_show_plots_downloads_the_files_and_prints_their_paths(
     for _ in range(2):
         trained = run(served, "jobs", "submit", "train", "--spec", spec, "--wait", timeout=180)
         assert trained.returncode == 0, trained.stdout + trained.stderr
+    assert "plots: submitter models show toy --version 2 --plots DIR" in trained.stdout
 
     folder = tmp_path / "out" / "latest"  # created if missing
     shown = run(served, "models", "show", "toy", "--plots", str(folder))

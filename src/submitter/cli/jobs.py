@@ -124,6 +124,11 @@ def _print_training(job_id: str, result: dict[str, Any]) -> None:
         if result.get(key):
             console.print(f"{key}: {result[key]}")
     console.print(f"artifacts: submitter jobs artifacts {job_id[:SHORT_ID]}")
+    if result.get("plots"):
+        console.print(
+            f"plots: submitter models show {result['model_name']} --version {result['version']}"
+            " --plots DIR"
+        )
 
 
 def _print_result(result: Any) -> None:
