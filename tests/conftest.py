@@ -39,12 +39,6 @@ from tests.services import (
     stop_private_servers,
 )
 
-#: The compose-stack tests of issue 11 are collected only once they have passed clean runs
-#: (`SUBMITTER_TEST_COMPOSE=1` runs them meanwhile): a red CI drops a whole session's work.
-collect_ignore = (
-    [] if os.environ.get("SUBMITTER_TEST_COMPOSE") == "1" else ["deploy/test_compose.py"]
-)
-
 BACKENDS = ("embedded", "postgres-redis", "postgres-rabbitmq")
 TERMINAL = {"succeeded", "failed", "cancelled"}
 
