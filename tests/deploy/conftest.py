@@ -61,6 +61,18 @@ def log(message: str) -> None:
     print(f"[deploy] {message}", file=sys.stderr, flush=True)
 
 
+#: Figures the closing notes and the README quote (image size, build and start-up times),
+#: printed in pytest's terminal summary so that CI's output carries them.
+FIGURES: dict[str, str] = {}
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if FIGURES:
+        terminalreporter.section("deploy figures")
+        for name, value in FIGURES.items():
+            terminalreporter.write_line(f"{name}: {value}")
+
+
 def run(
     args: list[str],
     *,
@@ -666,6 +678,10 @@ def build_images(engine: Engine) -> Images:
     )
     submitter = _submitter_image(engine, python, constraints)
     log(f"images ready in {time.monotonic() - started:.0f} s")
+    FIGURES["images built or found in"] = f"{time.monotonic() - started:.0f} s"
+    size = engine("image", "inspect", "--format", "{{.Size}}", submitter, check=False).strip()
+    if size.isdigit():
+        FIGURES["submitter image size"] = f"{int(size) / 1e6:.0f} MB"
     return Images(submitter, python, postgres, redis, s3)
 
 
@@ -798,6 +814,7 @@ def compose(
         seconds = project.up("--scale", "worker=3")
         project.timings["up_to_ready"] = seconds
         log(f"compose up -> /ready in {seconds:.1f} s (project {name})")
+        FIGURES["compose up (3 workers) -> /ready"] = f"{seconds:.1f} s"
         yield project
     finally:
         with contextlib.suppress(Exception):
