@@ -166,6 +166,7 @@ def test_upload_a_csv_and_see_its_preview(browsing: Browsing, tmp_path: Path) ->
                     .observe(bar, {attributes: true});
             }"""
         )
+        browsing.shot("upload-form-filled")
         page.click("#upload-button")
         page.wait_for_url("**/ui/datasets/credit-upload@1")
     with browsing.step("dataset"):
@@ -221,6 +222,7 @@ def test_train_see_the_leaderboard_and_plots_promote_and_predict(
         page.check("input[name=models][value=dt]")
         page.fill("#train-folds", "3")
         page.fill("#train-model-name", "credit-ui")
+        browsing.shot("train-form-filled")
         page.click("#train-button")
         page.wait_for_url(JOB_URL)
         mark_no_reload(page)

@@ -49,7 +49,7 @@
       lastId = line.id;
       var atBottom = log.scrollHeight - log.scrollTop - log.clientHeight < 40;
       var span = document.createElement("span");
-      span.className = "line level-" + String(line.level || "info").toLowerCase();
+      span.className = "line line-" + String(line.level || "info").toLowerCase();
       span.dataset.id = String(line.id);
       var time = document.createElement("time");
       time.textContent = String(line.at || "").replace("T", " ").slice(0, 19);
