@@ -29,6 +29,12 @@ def token(ui_stack: Stack) -> str:
     return csrf_token(ui_stack.keys["user"])
 
 
+def token_of_user(stack: Stack) -> str:
+    from submitter.ui.deps import csrf_token
+
+    return csrf_token(stack.keys["user"])
+
+
 def error_of(html: str) -> str:
     found = ERROR.search(html)
     assert found, html[:500]
@@ -258,6 +264,28 @@ def test_dataset_page_shows_schema_preview_and_statistics(
     assert "32.667" in stats.text  # mean age
     assert "Oulu" in stats.text  # most frequent city
     assert user.get("/ui/datasets/people").status_code == 200  # a name: its latest
+    assert "stats-rows" not in stats.text  # every row summarized
+
+
+def test_column_statistics_of_the_first_rows(ui_stack: Stack, user: TestClient) -> None:
+    from submitter.datasets import service
+    from submitter.datasets.stats import column_stats
+
+    user.post(
+        "/ui/datasets/upload",
+        files={"file": ("people.csv", GOOD_CSV)},
+        data={"name": "people"},
+        headers={"X-CSRF-Token": token_of_user(ui_stack), "Accept": "application/json"},
+    )
+    dataset = service.resolve(ui_stack.runtime, "people")
+    stats, rows = column_stats(ui_stack.runtime, dataset, max_rows=2)
+    assert rows == 2
+    by_name = {s["name"]: s for s in stats}
+    assert by_name["age"]["count"] == 2 and by_name["age"]["mean"] == 38.0
+    assert by_name["city"]["dtype"] == "string" and by_name["city"]["distinct"] == 2
+    assert by_name["score"]["nulls"] == 1
+    empty, none = column_stats(ui_stack.runtime, dataset, max_rows=0)
+    assert none == 0 and all(s["count"] == 0 for s in empty)
 
 
 def test_train_form_checks_as_the_api_does(ui_stack: Stack, user: TestClient, token: str) -> None:

@@ -101,12 +101,13 @@ async def stats_fragment(
 ) -> HTMLResponse:
     """Column statistics, loaded after the page (a full read of every column)."""
 
-    def compute() -> tuple[list[dict[str, Any]] | None, str | None]:
+    def compute() -> dict[str, Any]:
         dataset = service.resolve(runtime, ref)
         try:
-            return column_stats(runtime, dataset), None
+            stats, rows = column_stats(runtime, dataset)
         except LimitExceeded as error:
-            return None, error.reason
+            return {"stats": None, "error": error.reason}
+        return {"stats": stats, "rows": rows, "total": dataset.row_count, "error": None}
 
-    stats, error = await run_in_threadpool(compute)
-    return page(request, "datasets/_stats.html", session, stats=stats, error=error)
+    context = await run_in_threadpool(compute)
+    return page(request, "datasets/_stats.html", session, **context)
