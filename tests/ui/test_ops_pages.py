@@ -619,6 +619,8 @@ def test_log_filters_that_the_api_refuses_are_messages(
         assert response.status_code == 200, query
         if message:
             assert message in html.unescape(response.text), query
+    for query in ("after_id=-1&added=x", "after_id=99999999999999999999999", "follow=yes"):
+        assert admin.get(f"/ui/logs/newer?{query}").status_code == 200, query
     assert admin.get("/ui/logs?host=a%00b").status_code == 422
 
 
@@ -648,7 +650,8 @@ def test_load_newer_and_follow_add_the_new_records_on_top(
     ids = log_ids(newer.text)
     assert len(ids) == 2 and ids == sorted(ids, reverse=True) and min(ids) > newest
     assert log_messages(newer.text) == "newer 2 | newer 0"
-    assert f"after_id={max(ids)}" in newer.text and "2 newer loaded" in newer.text
+    assert f"after_id={max(ids)}&amp;added=2" in newer.text
+    assert "2 newer since the page loaded" in newer.text
     assert 'id="logs-newer"' in newer.text.split("<tr class=")[0]  # the next request first
     followed = admin.get(f"/ui/logs/newer?service=api&after_id={newest}&follow=1")
     assert 'hx-trigger="every 2s"' in followed.text and "follow=1" in followed.text

@@ -121,8 +121,10 @@ def _job_id(runtime: RuntimeDep, typed: Filters) -> str:
     return typed.job_id.lower()
 
 
-def _newer_url(filters: Filters, after_id: int, follow: bool) -> str:
-    params = {**filters.params(), "after_id": str(after_id)}
+def _newer_url(filters: Filters, after_id: int, follow: bool, added: int = 0) -> str:
+    """The next "load newer" request: after the newest id shown, counting the records
+    added on top so far (the page's total was counted when it loaded)."""
+    params = {**filters.params(), "after_id": str(after_id), "added": str(added)}
     if follow:
         params["follow"] = "1"
     return "/ui/logs/newer?" + urlencode(params)
@@ -183,6 +185,7 @@ def newer_fragment(
     level: str | None = None,
     job_id: str | None = None,
     follow: str | None = None,
+    added: str = "0",
 ) -> HTMLResponse:
     """The records after `after_id` (at most `NEWER_MAX`, oldest of them first, then put
     newest first), preceded by the row that asks for the next ones: it replaces itself."""
@@ -195,6 +198,7 @@ def newer_fragment(
     if records:
         last = records[-1].id
     following = bool(follow)
+    count = whole_number(added) + len(records)
     return page(
         request,
         "logs/_newer.html",
@@ -202,8 +206,8 @@ def newer_fragment(
         records=list(reversed(records)),
         following=following,
         follow_seconds=FOLLOW_SECONDS,
-        newer_url=_newer_url(filters, last, following),
-        newer_count=len(records),
+        newer_url=_newer_url(filters, last, following, count),
+        newer_count=count,
         link=lambda **changes: _link(filters, **changes),
     )
 
