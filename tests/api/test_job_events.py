@@ -272,8 +272,10 @@ def test_the_client_follows_and_resumes_the_stream(
         assert events[-1]["data"]["state"] == "succeeded"
         lines = [e["data"] for e in events if e["event"] == "log"]
         assert lines == logs_of(stack, job["id"])  # once each, in order, across reconnects
-        states = [e["data"]["id"] for e in events if e["event"] == "state"]
-        assert len(states) >= 3, "expected a fresh state after each reconnect"
+        # Each connection starts with the current state: more than one is a reconnect (how
+        # many depends on how busy the machine is).
+        states = [e["data"]["state"] for e in events if e["event"] == "state"]
+        assert len(states) >= 2, [(e["event"], e["id"]) for e in events]
 
         # wait(): the job at each change, every line, the finished job.
         second = stack.submit(spec={"message": "waited", "sleep_seconds": 1})
