@@ -242,7 +242,7 @@ def test_a_stream_lives_at_most_its_bound_with_pings_meanwhile_then_asks_to_reco
 
         started = time.monotonic()
         events = anyio.run(follow)
-        assert 1.4 < time.monotonic() - started < 5
+        assert 1.4 < time.monotonic() - started < 10  # its bound, plus a busy machine
         assert events[0].event == "state" and events[0].data is not None
         assert events[0].data["phase"] == "waiting"
         assert PING in events
