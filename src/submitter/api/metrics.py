@@ -346,7 +346,7 @@ class Metrics:
         )
         self.latency = Histogram(
             "submitter_http_request_duration_seconds",
-            "HTTP request latency.",
+            "HTTP request latency: until the response starts (streams are not timed to their end).",
             ["method", "route"],
             registry=self.registry,
         )
@@ -388,11 +388,15 @@ class MetricsMiddleware:
             return
         start = time.perf_counter()
         status_code = 500
+        # Latency is the time to the response's start, not to its last byte: an event stream
+        # or a large download would otherwise count its whole life as the request's latency.
+        answered: float | None = None
 
         async def capture(message: Message) -> None:
-            nonlocal status_code
+            nonlocal status_code, answered
             if message["type"] == "http.response.start":
                 status_code = message["status"]
+                answered = time.perf_counter()
             await send(message)
 
         try:
@@ -402,4 +406,5 @@ class MetricsMiddleware:
             path = getattr(route, "path", None) or "unmatched"
             method = scope.get("method", "")
             self.metrics.requests.labels(method, path, str(status_code)).inc()
-            self.metrics.latency.labels(method, path).observe(time.perf_counter() - start)
+            end = answered if answered is not None else time.perf_counter()
+            self.metrics.latency.labels(method, path).observe(end - start)
