@@ -7,11 +7,8 @@ deleted while the job is queued or running) and job artifacts.
 from __future__ import annotations
 
 import json
-import math
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field
 
 from submitter.jobs.context import JobContext
@@ -24,33 +21,9 @@ class DescribeSpec(BaseModel):
     dataset: str = Field(description="Dataset id, name or name@version.", min_length=1)
 
 
-def _number(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-def _summary(column: pa.ChunkedArray) -> dict[str, Any]:
-    summary: dict[str, Any] = {
-        "dtype": str(column.type),
-        "count": len(column) - column.null_count,
-        "nulls": column.null_count,
-    }
-    if pa.types.is_integer(column.type) or pa.types.is_floating(column.type):
-        bounds = pc.min_max(column).as_py()
-        summary.update(
-            mean=_number(pc.mean(column).as_py()),
-            std=_number(pc.stddev(column, ddof=1).as_py()),
-            min=_number(bounds["min"]),
-            max=_number(bounds["max"]),
-        )
-    else:
-        summary["distinct"] = pc.count_distinct(column).as_py()
-    return summary
-
-
 def run(spec: DescribeSpec, ctx: JobContext) -> dict[str, Any]:
     from submitter.datasets.service import open_parquet, resolve
+    from submitter.datasets.stats import summarize  # the console's dataset page shows the same
 
     dataset = resolve(ctx.runtime, spec.dataset)
     ctx.log(f"describing {dataset.name}@{dataset.version} ({dataset.row_count} rows)")
@@ -59,7 +32,7 @@ def run(spec: DescribeSpec, ctx: JobContext) -> dict[str, Any]:
     columns: dict[str, Any] = {}
     for index, name in enumerate(names):
         ctx.check_cancelled()
-        columns[name] = _summary(parquet.read(columns=[name]).column(0))
+        columns[name] = summarize(parquet.read(columns=[name]).column(0))
         ctx.progress((index + 1) / len(names))
     summary = {"dataset": dataset.id, "rows": dataset.row_count, "columns": columns}
     (ctx.workdir / "summary.json").write_text(json.dumps(summary, indent=2))
