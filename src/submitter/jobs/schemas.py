@@ -17,8 +17,28 @@ class JobCreate(BaseModel):
 
     kind: str = Field(description="Job kind, e.g. echo, train, predict, slurm.")
     spec: dict[str, Any] = Field(default_factory=dict, description="Kind-specific settings.")
-    depends_on: list[str] = Field(default_factory=list, max_length=1000)
+    depends_on: list[str] = Field(
+        default_factory=list,
+        max_length=1000,
+        description="Jobs that must succeed first: job ids, and in a batch `#i` for the "
+        "batch's job at index i (an earlier one).",
+    )
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
+
+
+#: The most jobs in one `POST /api/v1/jobs/batch` (submitter.jobs.service.MAX_BATCH).
+MAX_BATCH = 1000
+
+
+class JobBatchCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    jobs: list[JobCreate] = Field(
+        min_length=1,
+        max_length=MAX_BATCH,
+        description="The job requests, stored all or none; `depends_on` may name an earlier "
+        "one as `#i` (its index).",
+    )
 
 
 class JobOut(BaseModel):
@@ -44,6 +64,13 @@ class JobOut(BaseModel):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+
+
+class JobBatchOut(BaseModel):
+    items: list[JobOut] = Field(description="The jobs, in the order of the request.")
+    created: list[bool] = Field(
+        description="Per job: false when its idempotency key returned an existing job."
+    )
 
 
 class LogLineOut(BaseModel):

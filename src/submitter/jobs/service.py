@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,9 +23,10 @@ from submitter.db.models import DatasetReference, Job, JobDependency, JobLog
 from submitter.db.session import rows_changed
 from submitter.db.types import utcnow
 from submitter.jobs.registry import get_kind
+from submitter.jobs.schemas import MAX_BATCH, JobCreate
 from submitter.jobs.states import ACTIVE, TERMINAL, JobState
 from submitter.runtime import Runtime
-from submitter.worker.dispatch import send_job
+from submitter.worker.dispatch import send_jobs
 
 logger = logging.getLogger(__name__)
 
@@ -59,11 +61,16 @@ def add_log(session: Session, job_id: str, message: str, level: str = "INFO") ->
 
 def validate_request(kind: str, spec: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     """Check kind and spec; return the queue and the normalised spec (defaults filled in)."""
+    return _validate(kind, spec, ["body"])
+
+
+def _validate(kind: str, spec: dict[str, Any], at: list[Any]) -> tuple[str, dict[str, Any]]:
+    """`validate_request` with the errors' `loc` under `at` (`body`, or one job of a batch)."""
     try:
         job_kind = get_kind(kind)
     except LookupError as error:
         raise InvalidJob(
-            [{"loc": ["body", "kind"], "msg": str(error), "type": "unknown_kind", "input": kind}]
+            [{"loc": [*at, "kind"], "msg": str(error), "type": "unknown_kind", "input": kind}]
         ) from None
     try:
         model = job_kind.spec_model.model_validate(spec)
@@ -71,7 +78,7 @@ def validate_request(kind: str, spec: dict[str, Any]) -> tuple[str, dict[str, An
         raise InvalidJob(
             [
                 {
-                    "loc": ["body", "spec", *e["loc"]],
+                    "loc": [*at, "spec", *e["loc"]],
                     "msg": e["msg"],
                     "type": e["type"],
                     "input": e.get("input"),
@@ -95,79 +102,284 @@ def submit(
     """Create a job and enqueue it when it is ready. Return (job, created).
 
     The same `idempotency_key` from the same owner returns the first job (created=False).
+    One job is a batch of one: the same checks, the same insert, errors under `body`.
     """
-    queue, normalised = validate_request(kind, spec)
-    depends_on = list(dict.fromkeys(depends_on or []))
-    if idempotency_key is not None:
-        existing = _find_idempotent(runtime, owner, idempotency_key)
-        if existing is not None:
-            return existing, False
-    job_id = new_id()
-    try:
-        # Core, not the ORM unit of work: this is the API's hot path (bench/dispatch.py).
-        with runtime.engine.begin() as connection:
-            normalised, dataset_ids = resolve_references(runtime, connection, kind, normalised)
-            dep_states = dependency_states(connection, depends_on)
-            missing = [d for d in depends_on if d not in dep_states]
-            if missing:
-                raise InvalidJob(
-                    [
-                        {
-                            "loc": ["body", "depends_on"],
-                            "msg": f"unknown job id(s): {', '.join(missing)}",
-                            "type": "unknown_job",
-                            "input": missing,
-                        }
-                    ]
+    request = JobCreate(
+        kind=kind, spec=spec, depends_on=depends_on or [], idempotency_key=idempotency_key
+    )
+    [(job, created)] = submit_many(
+        runtime, owner, [request], schedule_id=schedule_id, at=lambda _: ["body"]
+    )
+    return job, created
+
+
+#: In a batch, `depends_on: ["#2"]` names the batch's job at index 2 (an earlier one).
+POSITION_PREFIX = "#"
+
+
+def _batch_loc(index: int) -> list[Any]:
+    return ["body", "jobs", index]
+
+
+@dataclass
+class Batch:
+    """Jobs inserted by `insert_jobs`, in request order, and what is due after the commit."""
+
+    jobs: list[Job]
+    created: list[bool]
+    #: (job id, queue) of the new jobs that are ready: their messages go out after commit.
+    ready: list[tuple[str, str]]
+    #: Existing jobs new ones wait on that had not succeeded when they were read: checked
+    #: again after commit, as they may have ended meanwhile (see `after_commit`).
+    watched: dict[str, list[str]]
+
+
+def submit_many(
+    runtime: Runtime,
+    owner: str,
+    requests: Sequence[JobCreate],
+    *,
+    schedule_id: str | None = None,
+    columns: Mapping[str, Any] | None = None,
+    at: Callable[[int], list[Any]] = _batch_loc,
+) -> list[tuple[Job, bool]]:
+    """Create many jobs in one transaction and publish the ready ones together; return
+    (job, created) per request, in order.
+
+    All or nothing: every request is checked, and if any is invalid InvalidJob lists the
+    errors of all of them (`loc` under `at(index)`, `["body", "jobs", i]` by default) and
+    nothing is stored. `depends_on` takes job ids and, within the batch, `"#i"` for the
+    request at index i, which must come earlier (so a batch cannot hold a cycle). A
+    request whose `idempotency_key` this owner used before returns that job (created
+    False); a key repeated within the batch is one job. `columns` are extra column values
+    for every new row (for services that create jobs of their own, e.g. a parent's id).
+
+    Services that need the jobs inserted in their own transaction call `insert_jobs`,
+    then `after_commit` once it committed.
+    """
+    for attempt in range(2):
+        try:
+            with runtime.engine.begin() as connection:
+                batch = insert_jobs(
+                    runtime,
+                    connection,
+                    owner,
+                    requests,
+                    schedule_id=schedule_id,
+                    columns=columns,
+                    at=at,
                 )
-            ready = all(state == JobState.succeeded for state in dep_states.values())
-            now = utcnow()
-            row: dict[str, Any] = {
-                "id": job_id,
-                "kind": kind,
-                "queue": queue,
-                "state": JobState.queued.value,
-                "phase": None if ready else "waiting",
-                "spec": normalised,
-                "owner": owner,
-                "idempotency_key": idempotency_key,
-                "schedule_id": schedule_id,
-                "attempts": 0,
-                "max_attempts": runtime.settings.job_max_attempts,
-                "created_at": now,
-                # Optimistic: set before sending so a fast path costs one write. If the
-                # send fails, the reconciler re-sends after `requeue_after_seconds`.
-                "enqueued_at": now if ready else None,
-            }
-            connection.execute(insert(Job), row)
-            if depends_on:
-                connection.execute(
-                    insert(JobDependency),
-                    [{"job_id": job_id, "depends_on_id": d} for d in depends_on],
+            break
+        except IntegrityError:
+            # Two requests with one idempotency key raced and the other one won: the
+            # second pass finds its job (and raises again if that was not the cause).
+            if attempt or not any(r.idempotency_key for r in requests):
+                raise
+    return after_commit(runtime, batch)
+
+
+def insert_jobs(
+    runtime: Runtime,
+    connection: Connection,
+    owner: str,
+    requests: Sequence[JobCreate],
+    *,
+    schedule_id: str | None = None,
+    columns: Mapping[str, Any] | None = None,
+    at: Callable[[int], list[Any]] = _batch_loc,
+) -> Batch:
+    """Check and insert jobs in the caller's transaction (see `submit_many`); raise
+    InvalidJob before inserting anything. Call `after_commit` with the result once the
+    transaction committed: nothing is published before (a message must never name a row
+    that might still roll back)."""
+    if len(requests) > MAX_BATCH:
+        raise InvalidJob(
+            [
+                {
+                    "loc": ["body", "jobs"],
+                    "msg": f"at most {MAX_BATCH} jobs in one batch, got {len(requests)}",
+                    "type": "too_long",
+                    "input": len(requests),
+                }
+            ]
+        )
+    errors: list[dict[str, Any]] = []
+    keys = [r.idempotency_key for r in requests if r.idempotency_key is not None]
+    existing = _find_idempotent_many(connection, owner, keys) if keys else {}
+    # Pass 1: validate, pin references, give each request its job id (or its earlier job).
+    prepared: list[tuple[str, dict[str, Any], list[str]] | None] = []
+    ids: list[str] = []
+    first_of_key: dict[str, str] = {}
+    for index, request in enumerate(requests):
+        where = at(index)
+        key = request.idempotency_key
+        try:
+            queue, normalised = _validate(request.kind, request.spec, where)
+            normalised, dataset_ids = _resolve_at(
+                runtime, connection, request.kind, normalised, where
+            )
+        except InvalidJob as invalid:
+            errors.extend(invalid.errors)
+            prepared.append(None)
+            ids.append("")
+            continue
+        if key is not None and key in existing:
+            ids.append(existing[key].id)
+            prepared.append(None)
+        elif key is not None and key in first_of_key:
+            ids.append(first_of_key[key])
+            prepared.append(None)
+        else:
+            job_id = new_id()
+            if key is not None:
+                first_of_key[key] = job_id
+            ids.append(job_id)
+            prepared.append((queue, normalised, dataset_ids))
+    # Pass 2: dependencies, by id or by earlier position.
+    new_ids = {ids[i] for i, item in enumerate(prepared) if item is not None}
+    depends: list[list[str]] = []
+    for index, request in enumerate(requests):
+        resolved: list[str] = []
+        for position, ref in enumerate(request.depends_on):
+            if not ref.startswith(POSITION_PREFIX):
+                resolved.append(ref)
+                continue
+            target = _position(ref, index)
+            if isinstance(target, str):
+                errors.append(
+                    {
+                        "loc": [*at(index), "depends_on", position],
+                        "msg": target,
+                        "type": "bad_position",
+                        "input": ref,
+                    }
                 )
-            if dataset_ids:
-                connection.execute(
-                    insert(DatasetReference),
-                    [{"job_id": job_id, "dataset_id": d} for d in dict.fromkeys(dataset_ids)],
-                )
+            elif ids[target]:
+                resolved.append(ids[target])
+        depends.append(list(dict.fromkeys(resolved)))
+    outside = sorted({d for deps in depends for d in deps if d not in new_ids})
+    states = dependency_states(connection, outside)
+    for index, request in enumerate(requests):
+        missing = [
+            d for d in request.depends_on if not d.startswith(POSITION_PREFIX) and d not in states
+        ]
+        if missing and prepared[index] is not None:
+            errors.append(
+                {
+                    "loc": [*at(index), "depends_on"],
+                    "msg": f"unknown job id(s): {', '.join(missing)}",
+                    "type": "unknown_job",
+                    "input": missing,
+                }
+            )
+    if errors:
+        raise InvalidJob(errors)
+    # Pass 3: the rows, in one INSERT per table.
+    now = utcnow()
+    rows: list[dict[str, Any]] = []
+    dependency_rows: list[dict[str, str]] = []
+    reference_rows: list[dict[str, str]] = []
+    ready: list[tuple[str, str]] = []
+    watched: dict[str, list[str]] = {}
+    jobs: list[Job] = []
+    created: list[bool] = []
+    by_id: dict[str, Job] = {job.id: job for job in existing.values()}
+    for index, request in enumerate(requests):
+        job_id = ids[index]
+        item = prepared[index]
+        if item is None:  # an earlier job: by idempotency key, here or before
+            jobs.append(by_id[job_id])
+            created.append(False)
+            continue
+        queue, normalised, dataset_ids = item
+        deps = depends[index]
+        is_ready = all(d not in new_ids and states[d] == JobState.succeeded for d in deps)
+        row: dict[str, Any] = {
+            "id": job_id,
+            "kind": request.kind,
+            "queue": queue,
+            "state": JobState.queued.value,
+            "phase": None if is_ready else "waiting",
+            "spec": normalised,
+            "owner": owner,
+            "idempotency_key": request.idempotency_key,
+            "schedule_id": schedule_id,
+            "attempts": 0,
+            "max_attempts": runtime.settings.job_max_attempts,
+            "created_at": now,
+            # Optimistic: set before sending so a fast path costs one write. If the send
+            # fails, the reconciler re-sends after `requeue_after_seconds`.
+            "enqueued_at": now if is_ready else None,
+            **(columns or {}),
+        }
+        rows.append(row)
+        dependency_rows += [{"job_id": job_id, "depends_on_id": d} for d in deps]
+        reference_rows += [{"job_id": job_id, "dataset_id": d} for d in dict.fromkeys(dataset_ids)]
+        if is_ready:
+            ready.append((job_id, queue))
+        for d in deps:
+            if d not in new_ids and states[d] != JobState.succeeded:
+                watched.setdefault(d, []).append(job_id)
         job = Job(
             **row,
-            dependencies=[JobDependency(job_id=job_id, depends_on_id=d) for d in depends_on],
+            dependencies=[JobDependency(job_id=job_id, depends_on_id=d) for d in deps],
         )
-    except IntegrityError:
-        # Two requests with one idempotency key raced; the other one won.
-        if idempotency_key is None:
+        by_id[job_id] = job
+        jobs.append(job)
+        created.append(True)
+    if rows:
+        connection.execute(insert(Job), rows)
+    if dependency_rows:
+        connection.execute(insert(JobDependency), dependency_rows)
+    if reference_rows:
+        connection.execute(insert(DatasetReference), reference_rows)
+    return Batch(jobs=jobs, created=created, ready=ready, watched=watched)
+
+
+def after_commit(runtime: Runtime, batch: Batch) -> list[tuple[Job, bool]]:
+    """Publish the ready jobs of a committed batch, settle the ones whose dependency
+    ended meanwhile, and return (job, created) per request."""
+    publish(runtime, batch.ready)
+    jobs = batch.jobs
+    if batch.watched:
+        # A dependency that ended between our read and our commit did not see the new
+        # rows (or had failed already): settle its dependents now, then show them as
+        # they are. The reconciler is the safety net behind this.
+        with runtime.engine.connect() as connection:
+            states = dependency_states(connection, list(batch.watched))
+        settle = [j for d, s in states.items() if s in TERMINAL for j in batch.watched[d]]
+        if settle:
+            resolve_waiting(runtime, list(dict.fromkeys(settle)))
+            fresh = _get_jobs(runtime, settle)
+            jobs = [fresh.get(job.id, job) for job in jobs]
+    return list(zip(jobs, batch.created, strict=True))
+
+
+def _position(ref: str, index: int) -> int | str:
+    """The batch index `#i` names, or why it names none (only earlier jobs)."""
+    text = ref.removeprefix(POSITION_PREFIX)
+    if not text.isdecimal():
+        return f"{ref!r} is not a batch position: write #0, #1, ... (an earlier job's index)"
+    target = int(text)
+    if target < index:
+        return target
+    earlier = f"#0 to #{index - 1}" if index else "none: this is the batch's first job"
+    return (
+        f"{ref!r} does not name an earlier job of this batch (jobs may depend only on "
+        f"earlier ones, so a batch has no cycle; here: {earlier})"
+    )
+
+
+def _resolve_at(
+    runtime: Runtime, connection: Connection, kind: str, normalised: dict[str, Any], at: list[Any]
+) -> tuple[dict[str, Any], list[str]]:
+    """`resolve_references` with its errors' `loc` moved under `at`."""
+    try:
+        return resolve_references(runtime, connection, kind, normalised)
+    except InvalidJob as invalid:
+        if at == ["body"]:
             raise
-        existing = _find_idempotent(runtime, owner, idempotency_key)
-        if existing is None:
-            raise
-        return existing, False
-    if ready:
-        _send(runtime, job_id, queue)
-    else:
-        resolve_waiting(runtime, [job_id])
-        job = get_job(runtime, job_id)
-    return job, True
+        raise InvalidJob([{**e, "loc": [*at, *e["loc"][1:]]} for e in invalid.errors]) from None
 
 
 def resolve_references(
@@ -192,9 +404,21 @@ def resolve_references(
     return normalised, dataset_ids
 
 
-def _find_idempotent(runtime: Runtime, owner: str, key: str) -> Job | None:
-    with runtime.sessions() as session:
-        return session.scalar(select(Job).where(Job.owner == owner, Job.idempotency_key == key))
+def _find_idempotent_many(connection: Connection, owner: str, keys: list[str]) -> dict[str, Job]:
+    """The owner's jobs with these idempotency keys, by key."""
+    with Session(bind=connection) as session:
+        found = session.scalars(
+            select(Job).where(Job.owner == owner, Job.idempotency_key.in_(set(keys)))
+        ).all()
+        for job in found:
+            job.dependencies  # noqa: B018 (loaded now, while the session is open)
+        session.expunge_all()
+    return {job.idempotency_key: job for job in found if job.idempotency_key}
+
+
+def _get_jobs(runtime: Runtime, ids: list[str]) -> dict[str, Job]:
+    with runtime.reads() as session:
+        return {job.id: job for job in session.scalars(select(Job).where(Job.id.in_(ids)))}
 
 
 def dependency_states(db: Session | Connection, ids: list[str]) -> dict[str, str]:
@@ -205,11 +429,27 @@ def dependency_states(db: Session | Connection, ids: list[str]) -> dict[str, str
 
 
 def _send(runtime: Runtime, job_id: str, queue: str) -> bool:
-    try:
-        send_job(runtime.celery, job_id, queue)
+    return publish(runtime, [(job_id, queue)])
+
+
+def publish(runtime: Runtime, jobs: Sequence[tuple[str, str]]) -> bool:
+    """Send the messages of these (job id, queue) pairs over one broker connection; True
+    if all went out. A failure is logged, not raised: the jobs are committed, and the
+    reconciler re-sends those that did not start within `requeue_after_seconds`."""
+    if not jobs:
         return True
-    except Exception as error:  # broker down: the reconciler will send it later
-        logger.warning("could not enqueue job %s: %s", job_id, error, extra={"job_id": job_id})
+    try:
+        send_jobs(runtime.celery, jobs)
+        return True
+    except Exception as error:  # broker down: the reconciler will send them later
+        first = jobs[0][0]
+        logger.warning(
+            "could not enqueue %d job(s) (%s...): %s",
+            len(jobs),
+            first,
+            error,
+            extra={"job_id": first},
+        )
         return False
 
 

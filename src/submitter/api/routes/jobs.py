@@ -17,7 +17,15 @@ from submitter.api.params import Limit, Offset
 from submitter.api.sse import SSE_RESPONSE, sse_response
 from submitter.db.types import INT64_MAX
 from submitter.jobs import artifacts, events, service
-from submitter.jobs.schemas import ArtifactOut, JobCreate, JobOut, LogLineOut, Page
+from submitter.jobs.schemas import (
+    ArtifactOut,
+    JobBatchCreate,
+    JobBatchOut,
+    JobCreate,
+    JobOut,
+    LogLineOut,
+    Page,
+)
 from submitter.jobs.states import JobState
 from submitter.schedules import service as schedules
 
@@ -58,6 +66,30 @@ def submit_job(body: JobCreate, runtime: RuntimeDep, caller: User, response: Res
     if not created:
         response.status_code = status.HTTP_200_OK
     return JobOut.model_validate(job)
+
+
+@router.post(
+    "/batch",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=JobBatchOut,
+    responses={
+        200: {"description": "Every job's idempotency key named an existing job: those jobs."},
+        **responses(409),
+    },
+)
+def submit_batch(
+    body: JobBatchCreate, runtime: RuntimeDep, caller: User, response: Response
+) -> JobBatchOut:
+    """Accept up to 1,000 jobs at once, all or none: one invalid request is a 422 naming it
+    by index (`loc` `["body", "jobs", 3, "spec", "folds"]`) and nothing is stored. In
+    `depends_on`, `#i` names the batch's job at index i, which must come earlier."""
+    submitted = service.submit_many(runtime, caller.id, body.jobs)
+    if not any(created for _, created in submitted):
+        response.status_code = status.HTTP_200_OK
+    return JobBatchOut(
+        items=[JobOut.model_validate(job) for job, _ in submitted],
+        created=[created for _, created in submitted],
+    )
 
 
 @router.get("", response_model=Page[JobOut], responses=responses(404))
