@@ -144,6 +144,19 @@ class Client:
         job: dict[str, Any] = self._request("POST", "/api/v1/jobs", json=body)
         return job
 
+    def submit_many(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Submit up to 1,000 jobs in one request, all or none (`POST /api/v1/jobs/batch`).
+
+        Each request is a dict as `submit` sends it (`kind`, `spec`, `depends_on`,
+        `idempotency_key`); in `depends_on`, `"#i"` names the request at index i (an earlier
+        one). Returns the jobs in order; a 422 (ApiError) names bad ones by index.
+        """
+        answer: dict[str, Any] = self._request(
+            "POST", "/api/v1/jobs/batch", json={"jobs": requests}
+        )
+        jobs: list[dict[str, Any]] = answer["items"]
+        return jobs
+
     def job(self, job_id: str) -> dict[str, Any]:
         job: dict[str, Any] = self._request("GET", f"/api/v1/jobs/{job_id}")
         return job

@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from submitter.client import Client
 from tests.conftest import Backend, Process, make_backend
 
 
@@ -120,6 +121,38 @@ def test_jobs_submit_reports_bad_input(served: dict[str, str]) -> None:
     )
     assert no_key.returncode == 1
     assert "401" in no_key.stderr
+
+
+def test_jobs_submit_many_from_a_file_and_stdin(served: dict[str, str], tmp_path: Path) -> None:
+    requests = tmp_path / "jobs.jsonl"
+    requests.write_text(
+        '{"kind": "echo", "spec": {"message": "one"}}\n'
+        "\n"
+        '{"kind": "echo", "spec": {"message": "two"}, "depends_on": ["#0"]}\n'
+    )
+    submitted = run(served, "jobs", "submit-many", str(requests))
+    assert submitted.returncode == 0, submitted.stderr
+    ids = submitted.stdout.split()
+    assert len(ids) == 2
+    with Client(served["SUBMITTER_URL"], served["SUBMITTER_API_KEY"]) as client:
+        assert client.job(ids[1])["depends_on"] == [ids[0]]
+        # The client's own call, and a job of it waited on.
+        [job] = client.submit_many([{"kind": "echo", "spec": {"message": "three"}}])
+        assert client.wait(job["id"], timeout=60)["state"] == "succeeded"
+        assert client.wait(ids[1], timeout=60)["state"] == "succeeded"
+    # Errors name the line (blank lines count); nothing of the file is stored.
+    bad = subprocess.run(
+        [sys.executable, "-m", "submitter", "jobs", "submit-many", "-"],
+        input='{"kind": "echo", "spec": {"message": "ok"}}\n\n{"kind": "echo", "spec": {}}\n',
+        env={**{k: v for k, v in os.environ.items() if not k.startswith("SUBMITTER_")}, **served},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bad.returncode == 1
+    assert "line 3.spec.message" in bad.stderr, bad.stderr
+    not_json = run(served, "jobs", "submit-many", str(requests.with_name("missing.jsonl")))
+    assert not_json.returncode == 2 and "cannot read" in not_json.stderr
 
 
 def test_bad_setting_stops_startup_naming_the_key(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -184,6 +185,59 @@ def submit(
         final = _watch(client, job["id"])
     _print_job(final, as_json)
     raise typer.Exit(0 if final["state"] == "succeeded" else 1)
+
+
+@app.command("submit-many")
+def submit_many(
+    file: Annotated[str, typer.Argument(help="JSON lines, one job request each; - for stdin.")],
+) -> None:
+    """Submit many jobs at once, all or none: one request per line (`{"kind": "echo",
+    "spec": {...}, "depends_on": ["#0"]}`, `#i` naming the job on the i-th line, counted
+    from 0, of the same file); prints the ids in order. Errors name the line."""
+    text = sys.stdin.read() if file == "-" else _read_file(file)
+    requests: list[Any] = []
+    lines: list[int] = []  # line number (from 1) of each request
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            requests.append(json.loads(line))
+        except json.JSONDecodeError as error:
+            err.print(f"[red]line {number}[/red]: not valid JSON: {error}")
+            raise typer.Exit(2) from None
+        lines.append(number)
+    if not requests:
+        err.print("[red]no job requests[/red] (one JSON object per line)")
+        raise typer.Exit(2)
+    with _client() as client:
+        try:
+            jobs = client.submit_many(requests)
+        except ApiError as error:
+            raise fail(_by_line(error, lines)) from None
+    for job in jobs:
+        print(job["id"])
+
+
+def _read_file(path: str) -> str:
+    try:
+        return Path(path).read_text()
+    except OSError as error:
+        err.print(f"[red]cannot read {path}[/red]: {error.strerror or error}")
+        raise typer.Exit(2) from None
+
+
+def _by_line(error: ApiError, lines: list[int]) -> ApiError:
+    """A batch's 422 with `jobs.<index>` given as `line N` of the file."""
+    if not isinstance(error.detail, list):
+        return error
+    detail = []
+    for item in error.detail:
+        loc = list(item.get("loc", []))
+        index = loc[2] if loc[:2] == ["body", "jobs"] and len(loc) > 2 else None
+        if isinstance(index, int) and 0 <= index < len(lines):
+            loc = ["body", f"line {lines[index]}", *loc[3:]]
+        detail.append({**item, "loc": loc})
+    return ApiError(error.status_code, detail)
 
 
 @app.command("list")
