@@ -39,4 +39,5 @@ KIND = JobKind(
     spec_model=EchoSpec,
     run=run,
     description="Returns its spec; optional sleep_seconds and fail.",
+    group=25,
 )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
@@ -39,6 +40,10 @@ class JobKind:
     #: For references nested deeper than a field: `(runtime, connection, spec)` →
     #: `(spec, dataset ids, pydantic-style errors)`, run in the submit transaction.
     resolve_spec: Callable[[Runtime, Connection, dict[str, Any]], ResolvedSpec] | None = None
+    #: How many jobs of one batch may share a broker message (run one after the other by
+    #: one pool process). More than 1 only for kinds whose runs take milliseconds, where
+    #: the per-message cost dominates; a long kind keeps 1 so a batch spreads over workers.
+    group: int = 1
 
 
 class UnknownKind(LookupError):
@@ -47,6 +52,7 @@ class UnknownKind(LookupError):
         self.name = name
 
 
+@cache
 def all_kinds() -> dict[str, JobKind]:
     # Imported here so that adding a kind is one line and nothing imports kinds at start-up
     # that does not need them.

@@ -132,6 +132,9 @@ class Batch:
     #: Existing jobs new ones wait on that had not succeeded when they were read: checked
     #: again after commit, as they may have ended meanwhile (see `after_commit`).
     watched: dict[str, list[str]]
+    #: Jobs per broker message (dispatch.send_jobs): the smallest `group` of the ready
+    #: jobs' kinds, and small enough that a batch still makes 8 messages to spread.
+    group: int = 1
 
 
 def submit_many(
@@ -333,13 +336,16 @@ def insert_jobs(
         connection.execute(insert(JobDependency), dependency_rows)
     if reference_rows:
         connection.execute(insert(DatasetReference), reference_rows)
-    return Batch(jobs=jobs, created=created, ready=ready, watched=watched)
+    kinds = {request.kind for request, item in zip(requests, prepared, strict=True) if item}
+    group = min((get_kind(kind).group for kind in kinds), default=1)
+    group = max(1, min(group, -(-len(ready) // 8)))
+    return Batch(jobs=jobs, created=created, ready=ready, watched=watched, group=group)
 
 
 def after_commit(runtime: Runtime, batch: Batch) -> list[tuple[Job, bool]]:
     """Publish the ready jobs of a committed batch, settle the ones whose dependency
     ended meanwhile, and return (job, created) per request."""
-    publish(runtime, batch.ready)
+    publish(runtime, batch.ready, group=batch.group)
     jobs = batch.jobs
     if batch.watched:
         # A dependency that ended between our read and our commit did not see the new
@@ -432,14 +438,14 @@ def _send(runtime: Runtime, job_id: str, queue: str) -> bool:
     return publish(runtime, [(job_id, queue)])
 
 
-def publish(runtime: Runtime, jobs: Sequence[tuple[str, str]]) -> bool:
+def publish(runtime: Runtime, jobs: Sequence[tuple[str, str]], group: int = 1) -> bool:
     """Send the messages of these (job id, queue) pairs over one broker connection; True
     if all went out. A failure is logged, not raised: the jobs are committed, and the
     reconciler re-sends those that did not start within `requeue_after_seconds`."""
     if not jobs:
         return True
     try:
-        send_jobs(runtime.celery, jobs)
+        send_jobs(runtime.celery, jobs, group)
         return True
     except Exception as error:  # broker down: the reconciler will send them later
         first = jobs[0][0]

@@ -12,7 +12,7 @@ from celery import Celery, Task
 from celery.signals import worker_process_init
 
 from submitter.runtime import Runtime
-from submitter.worker.dispatch import RECONCILE_TASK, RUN_JOB_TASK
+from submitter.worker.dispatch import RECONCILE_TASK, RUN_JOB_TASK, RUN_JOBS_TASK
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +49,16 @@ def register_tasks(app: Celery) -> None:
         worker_name = f"{self.request.hostname or socket.gethostname()}/{os.getpid()}"
         in_child = current_process().name != "MainProcess"
         return run(runtime_of(app), job_id, worker_name, in_pool_child=in_child)
+
+    @app.task(name=RUN_JOBS_TASK, bind=True, ignore_result=True)
+    def run_jobs(self: Task, job_ids: list[str]) -> list[str]:
+        """Several jobs of one batch, one after the other (see dispatch.send_jobs)."""
+        from submitter.worker.runner import run_job as run
+
+        worker_name = f"{self.request.hostname or socket.gethostname()}/{os.getpid()}"
+        in_child = current_process().name != "MainProcess"
+        runtime = runtime_of(app)
+        return [run(runtime, job_id, worker_name, in_pool_child=in_child) for job_id in job_ids]
 
     @app.task(name=RECONCILE_TASK, ignore_result=True)
     def reconcile() -> dict[str, int]:
