@@ -145,3 +145,14 @@ def test_a_batch_accepted_while_the_broker_is_down_runs_later(stack: Stack) -> N
     # Beat's reconciler sends them after SUBMITTER_REQUEUE_AFTER_SECONDS (3 s here).
     for job, _ in submitted:
         eventually(lambda j=job: stack.job(j.id)["state"] == "succeeded", timeout=60)
+
+
+def test_short_jobs_of_a_batch_share_messages_and_each_runs_once(stack: Stack) -> None:
+    # 16 ready echo jobs: 8 messages of 2 (the run_jobs task), each job claimed on its own.
+    response = _post(stack, [_echo(f"shared {i}") for i in range(16)])
+    assert response.status_code == 202, response.text
+    ids = [job["id"] for job in response.json()["items"]]
+    for job_id in ids:
+        done = stack.wait(job_id)
+        assert (done["state"], done["attempts"]) == ("succeeded", 1)
+        assert stack.logs(job_id).count("finished: succeeded") == 1
