@@ -60,6 +60,14 @@ class Job(Base):
     worker: Mapped[str | None] = mapped_column(String(255), default=None)
     #: The schedule that submitted this job (no foreign key: history outlives the schedule).
     schedule_id: Mapped[str | None] = mapped_column(String(32), default=None, index=True)
+    #: The sweep that made this job (one child per combination of its matrix).
+    parent_id: Mapped[str | None] = mapped_column(
+        ForeignKey("jobs.id", ondelete="CASCADE", name="fk_jobs_parent_id"), default=None
+    )
+    #: On a sweep: at most this many of its children run at once (enforced at claim).
+    max_parallel: Mapped[int | None] = mapped_column(Integer, default=None)
+    #: On a sweep's child: which combination of the matrix it runs (its array task id too).
+    sweep_index: Mapped[int | None] = mapped_column(Integer, default=None)
 
     dependencies: Mapped[list[JobDependency]] = relationship(
         foreign_keys="JobDependency.job_id", cascade="all, delete-orphan", lazy="selectin"
@@ -73,6 +81,7 @@ class Job(Base):
         # on these (see submitter.api.metrics.JobTimings): never the whole table.
         Index("ix_jobs_started_at", "started_at"),
         Index("ix_jobs_finished_at", "finished_at"),
+        Index("ix_jobs_parent_id_state", "parent_id", "state"),
     )
 
     @property

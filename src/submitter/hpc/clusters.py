@@ -51,6 +51,13 @@ class ClusterConfig(BaseModel):
         description="Job folders left on the cluster once jobs ended (outputs are in the "
         "artifact store): all, only those of jobs that did not succeed, or none.",
     )
+    max_jobs: int | None = Field(
+        default=None,
+        ge=1,
+        le=1_000_000,
+        description="Jobs Submitter keeps in SLURM at once (array tasks counted); more wait "
+        "in Submitter in phase `throttled` and are released as others end, oldest first.",
+    )
     connect_timeout: float = Field(default=15.0, gt=0)
     command_timeout: float = Field(default=600.0, gt=0)
     venv_timeout: float = Field(default=3600.0, gt=0, description="Creating one venv.")
@@ -103,6 +110,7 @@ class ClusterConfig(BaseModel):
             "partition": self.partition,
             "account": self.account,
             "accounting": self.accounting,
+            "max_jobs": self.max_jobs,
         }
 
 

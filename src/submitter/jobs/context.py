@@ -27,9 +27,11 @@ class HandedOff(Exception):
     `collecting`), which runs the kind's function again with `external_id` set.
     """
 
-    def __init__(self, phase: str) -> None:
+    def __init__(self, phase: str, message: str | None = None) -> None:
         super().__init__(phase)
         self.phase = phase
+        #: Shown as the job's message while it is handed off (why it waits).
+        self.message = message
 
 
 class JobFailed(Exception):
@@ -59,6 +61,9 @@ class JobContext:
     #: The job's id on an external system (a SLURM job id), set by an earlier run.
     external_id: str | None = None
     record_external_id: Callable[[str], bool] = lambda _: False
+    #: The phase a handed-off job came back to a worker in (`collecting`, `released`), or
+    #: None for a fresh run.
+    resumed_phase: str | None = None
 
     def log(self, message: str, level: str = "INFO") -> None:
         """Add a line to the job's log (shown by `submitter jobs logs`)."""

@@ -14,6 +14,7 @@ from submitter.jobs.context import JobContext
 if TYPE_CHECKING:
     from sqlalchemy import Connection
 
+    from submitter.db.models import Job
     from submitter.runtime import Runtime
 
 #: (spec with references replaced by ids, dataset ids it reads, pydantic-style errors)
@@ -44,6 +45,9 @@ class JobKind:
     #: one pool process). More than 1 only for kinds whose runs take milliseconds, where
     #: the per-message cost dominates; a long kind keeps 1 so a batch spreads over workers.
     group: int = 1
+    #: For a kind whose submission makes more than one row (a sweep and its children):
+    #: called by `jobs.service.submit` with its keyword arguments instead of the plain insert.
+    create: Callable[..., tuple[Job, bool]] | None = None
 
 
 class UnknownKind(LookupError):
@@ -56,9 +60,9 @@ class UnknownKind(LookupError):
 def all_kinds() -> dict[str, JobKind]:
     # Imported here so that adding a kind is one line and nothing imports kinds at start-up
     # that does not need them.
-    from submitter.jobs import describe, echo, predict, slurm, train
+    from submitter.jobs import describe, echo, predict, slurm, sweep, train
 
-    kinds = (echo.KIND, describe.KIND, train.KIND, predict.KIND, slurm.KIND)
+    kinds = (echo.KIND, describe.KIND, train.KIND, predict.KIND, slurm.KIND, sweep.KIND)
     return {kind.name: kind for kind in kinds}
 
 

@@ -61,6 +61,9 @@ class JobOut(BaseModel):
     external_id: str | None
     idempotency_key: str | None
     schedule_id: str | None = Field(description="The schedule that submitted this job, if any.")
+    parent_id: str | None = Field(
+        default=None, description="The sweep this job is a child of (one matrix combination)."
+    )
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
@@ -94,3 +97,26 @@ class ArtifactOut(BaseModel):
 class Page(BaseModel, Generic[T]):
     items: list[T]
     total: int
+
+
+class SweepRow(BaseModel):
+    index: int | None = Field(description="The combination's position in the matrix.")
+    job_id: str
+    state: JobState
+    message: str | None
+    external_id: str | None = Field(description="Its SLURM id (`ARRAY_TASK` in an array).")
+    params: dict[str, Any] = Field(description="The combination this child ran.")
+    values: dict[str, float] = Field(
+        description="Its result's numbers by dotted name (`cv.roc_auc`)."
+    )
+
+
+class SweepTable(BaseModel):
+    sweep_id: str
+    state: JobState
+    message: str | None
+    parameters: list[str]
+    columns: list[str] = Field(description="Every value name some child has.")
+    best_by: str | None
+    best: str | None = Field(description="The child that is best by `best_by`.")
+    rows: list[SweepRow]

@@ -26,6 +26,7 @@ from submitter.jobs.registry import get_kind
 from submitter.jobs.schemas import MAX_BATCH, JobCreate
 from submitter.jobs.states import ACTIVE, TERMINAL, JobState
 from submitter.runtime import Runtime
+from submitter.sweeps import service as sweeps
 from submitter.worker.dispatch import send_jobs
 
 logger = logging.getLogger(__name__)
@@ -103,7 +104,18 @@ def submit(
 
     The same `idempotency_key` from the same owner returns the first job (created=False).
     One job is a batch of one: the same checks, the same insert, errors under `body`.
+    A kind whose submission makes more rows (a sweep and its children) creates them itself.
     """
+    create = _creator(kind)
+    if create is not None:
+        return create(  # type: ignore[no-any-return]
+            runtime,
+            spec=spec,
+            owner=owner,
+            depends_on=depends_on,
+            idempotency_key=idempotency_key,
+            schedule_id=schedule_id,
+        )
     request = JobCreate(
         kind=kind, spec=spec, depends_on=depends_on or [], idempotency_key=idempotency_key
     )
@@ -111,6 +123,13 @@ def submit(
         runtime, owner, [request], schedule_id=schedule_id, at=lambda _: ["body"]
     )
     return job, created
+
+
+def _creator(kind: str) -> Any:
+    try:
+        return get_kind(kind).create
+    except LookupError:
+        return None  # validation says why
 
 
 #: In a batch, `depends_on: ["#2"]` names the batch's job at index 2 (an earlier one).
@@ -190,11 +209,13 @@ def insert_jobs(
     schedule_id: str | None = None,
     columns: Mapping[str, Any] | None = None,
     at: Callable[[int], list[Any]] = _batch_loc,
+    parents: bool = False,
 ) -> Batch:
     """Check and insert jobs in the caller's transaction (see `submit_many`); raise
-    InvalidJob before inserting anything. Call `after_commit` with the result once the
-    transaction committed: nothing is published before (a message must never name a row
-    that might still roll back)."""
+    InvalidJob before inserting anything (`parents`: the caller is the service of a kind
+    that makes jobs of its own, e.g. sweeps, inserting its parent). Call `after_commit`
+    with the result once the transaction committed: nothing is published before (a
+    message must never name a row that might still roll back)."""
     if len(requests) > MAX_BATCH:
         raise InvalidJob(
             [
@@ -217,6 +238,18 @@ def insert_jobs(
         where = at(index)
         key = request.idempotency_key
         try:
+            if not parents and _creator(request.kind) is not None:
+                raise InvalidJob(
+                    [
+                        {
+                            "loc": [*where, "kind"],
+                            "msg": f"a {request.kind} makes jobs of its own: submit it "
+                            "alone (POST /api/v1/jobs)",
+                            "type": "not_in_batch",
+                            "input": request.kind,
+                        }
+                    ]
+                )
             queue, normalised = _validate(request.kind, request.spec, where)
             normalised, dataset_ids = _resolve_at(
                 runtime, connection, request.kind, normalised, where
@@ -576,7 +609,11 @@ def cancel(runtime: Runtime, job_id: str, by: str) -> Job:
             session.refresh(job)
             raise JobConflict(f"job {job_id} is already {job.state}")
         add_log(session, job_id, f"cancelled by {by}")
+        if job.kind == sweeps.KIND:
+            cancelled = sweeps.cancel_children(session, job_id, by)
+            add_log(session, job_id, f"cancelled {cancelled} child job(s) that had not ended")
     resolve_dependents(runtime, job_id)
+    sweeps.child_ended(runtime, job_id)
     return get_job(runtime, job_id)
 
 

@@ -10,6 +10,7 @@ case is a duplicate message, which the runner drops at claim.
    never: the broker was down at submit) and which still did not start: re-sent. The broker
    lost the message (restart, purge) or it sits behind a long backlog; re-sending is safe.
 3. `queued` jobs waiting on dependencies that have ended: settled (enqueue/fail/cancel).
+4. sweeps: held children released within `max_parallel`, finished sweeps settled.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from submitter.db.types import utcnow
 from submitter.jobs.service import add_log, enqueue, resolve_dependents, resolve_waiting
 from submitter.jobs.states import TERMINAL, JobState
 from submitter.runtime import Runtime
+from submitter.sweeps import service as sweeps
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +50,7 @@ def reconcile(runtime: Runtime) -> ReconcileReport:
     _recover_lost_runs(runtime, report)
     _resend_stale(runtime, report)
     _settle_waiting(runtime, report)
+    _settle_sweeps(runtime, report)
     if report:
         logger.info(
             "reconciled: %d lost runs requeued, %d failed after max attempts, "
@@ -114,6 +117,8 @@ def _resend_stale(runtime: Runtime, report: ReconcileReport) -> None:
             .where(
                 Job.state == JobState.queued,
                 or_(Job.enqueued_at.is_(None), Job.enqueued_at < cutoff),
+                # A sweep's held child waits for its sweep to release it (max_parallel).
+                or_(Job.phase.is_(None), Job.phase != sweeps.HELD),
                 Job.id.not_in(waiting_on_deps),
             )
             .order_by(Job.created_at)
@@ -146,3 +151,23 @@ def _settle_waiting(runtime: Runtime, report: ReconcileReport) -> None:
     if ids:
         resolve_waiting(runtime, ids)
         report.settled_waiting = len(ids)
+
+
+def _settle_sweeps(runtime: Runtime, report: ReconcileReport) -> None:
+    """Safety net for sweeps: release held children a missed release left waiting, and end
+    sweeps whose last child's settle was missed (a worker died right after finishing)."""
+    with runtime.sessions() as session:
+        parents = list(
+            session.scalars(
+                select(Job.parent_id)
+                .where(Job.state == JobState.queued, Job.phase == sweeps.HELD)
+                .distinct()
+                .limit(BATCH)
+            )
+        )
+    for parent_id in parents:
+        if parent_id is not None:
+            report.resent += sweeps.release_children(runtime, parent_id)
+    for parent_id in sweeps.unsettled_parents(runtime):
+        if sweeps.settle(runtime, parent_id):
+            report.settled_waiting += 1

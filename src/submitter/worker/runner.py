@@ -35,7 +35,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, delete, insert, select, update
+from sqlalchemy import Connection, Text, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.orm import aliased
 
 from submitter.db.models import Artifact, Job, JobDependency, JobLog
@@ -44,62 +44,103 @@ from submitter.jobs.artifacts import artifact_key
 from submitter.jobs.context import HandedOff, JobCancelled, JobContext, JobFailed
 from submitter.jobs.registry import get_kind
 from submitter.jobs.service import resolve_waiting
-from submitter.jobs.states import JobState
+from submitter.jobs.states import TERMINAL, JobState
 from submitter.logs import job_id_var
 from submitter.runtime import Runtime
+from submitter.sweeps import service as sweeps
+from submitter.sweeps.service import HELD
 
 logger = logging.getLogger(__name__)
 
 # The hot-path statements, built once: building them per job (columns proxied for an
 # alias, cache keys) cost more CPU than running them.
 _dependency = aliased(Job)
+_sibling = aliased(Job)
+_parent = aliased(Job)
 _OURS = (Job.id == bindparam("p_job_id")) & (Job.run_token == bindparam("p_token"))
-_CLAIM = (
-    update(Job)
+_CLAIMABLE = (
+    Job.id == bindparam("p_job_id"),
+    Job.state == JobState.queued,
+    ~select(JobDependency.job_id)
+    .join(_dependency, _dependency.id == JobDependency.depends_on_id)
     .where(
-        Job.id == bindparam("p_job_id"),
-        Job.state == JobState.queued,
-        ~select(JobDependency.job_id)
-        .join(_dependency, _dependency.id == JobDependency.depends_on_id)
-        .where(
-            JobDependency.job_id == bindparam("p_job_id"),
-            _dependency.state != JobState.succeeded,
-        )
-        .exists(),
+        JobDependency.job_id == bindparam("p_job_id"),
+        _dependency.state != JobState.succeeded,
     )
-    .values(
-        state=JobState.running,
-        phase=None,
-        attempts=Job.attempts + 1,
-        started_at=bindparam("p_now", type_=UTCDateTime()),
-        lease_expires_at=bindparam("p_lease", type_=UTCDateTime()),
-        run_token=bindparam("p_token"),
-        worker=bindparam("p_worker"),
-        error=None,
-    )
-    .returning(Job.kind, Job.spec, Job.attempts, Job.external_id)
+    .exists(),
 )
-# A job handed off to an external system (HandedOff) comes back with phase `collecting`,
-# still `running`, with no run token: a worker takes it over with a fresh token and lease.
+# A sweep's child may start only while fewer than the sweep's `max_parallel` children run.
+# Checked in the claim itself, with the parent's row locked (submitter.sweeps.service
+# .lock_parent), so that it holds across any number of workers.
+_PARENT_LIMIT = select(_parent.max_parallel).where(_parent.id == bindparam("p_parent_id"))
+_RUNNING_SIBLINGS = (
+    select(func.count())
+    .select_from(_sibling)
+    .where(_sibling.parent_id == bindparam("p_parent_id"), _sibling.state == JobState.running)
+)
+
+
+def _claim_statement(*conditions: Any) -> Any:
+    return (
+        update(Job)
+        .where(*_CLAIMABLE, *conditions)
+        .values(
+            state=JobState.running,
+            phase=None,
+            attempts=Job.attempts + 1,
+            started_at=bindparam("p_now", type_=UTCDateTime()),
+            lease_expires_at=bindparam("p_lease", type_=UTCDateTime()),
+            run_token=bindparam("p_token"),
+            worker=bindparam("p_worker"),
+            error=None,
+        )
+        .returning(Job.kind, Job.spec, Job.attempts, Job.external_id, Job.phase)
+    )
+
+
+_CLAIM = _claim_statement(Job.parent_id.is_(None))
+_CLAIM_CHILD = _claim_statement(
+    Job.parent_id == bindparam("p_parent_id"),
+    or_(
+        _PARENT_LIMIT.scalar_subquery().is_(None),
+        _RUNNING_SIBLINGS.scalar_subquery() < _PARENT_LIMIT.scalar_subquery(),
+    ),
+)
+_PARENT_OF = select(Job.parent_id).where(Job.id == bindparam("p_job_id"))
+# A child refused by its sweep's limit waits, held, for a sibling to end (sweeps.service).
+_HOLD = (
+    update(Job)
+    .where(Job.id == bindparam("p_job_id"), Job.state == JobState.queued)
+    .values(phase=HELD, enqueued_at=None)
+)
+# A job handed off to an external system (HandedOff) comes back still `running`, with no
+# run token, in phase `collecting` (its SLURM job ended) or `released` (a throttled job's
+# turn came): a worker takes it over with a fresh token and lease.
+RESUMED_PHASES = ("collecting", "released")
 _RESUME = (
     update(Job)
     .where(
         Job.id == bindparam("p_job_id"),
         Job.state == JobState.running,
         Job.run_token.is_(None),
-        Job.phase == "collecting",
+        Job.phase.in_(RESUMED_PHASES),
     )
     .values(
         lease_expires_at=bindparam("p_lease", type_=UTCDateTime()),
         run_token=bindparam("p_token"),
         worker=bindparam("p_worker"),
     )
-    .returning(Job.kind, Job.spec, Job.attempts, Job.external_id)
+    .returning(Job.kind, Job.spec, Job.attempts, Job.external_id, Job.phase)
 )
 _HANDOFF = (
     update(Job)
     .where(_OURS, Job.state == JobState.running)
-    .values(run_token=None, lease_expires_at=None, phase=bindparam("p_phase"))
+    .values(
+        run_token=None,
+        lease_expires_at=None,
+        phase=bindparam("p_phase"),
+        message=func.coalesce(bindparam("p_message", type_=Text()), Job.message),
+    )
 )
 _EXTERNAL_ID = (
     update(Job)
@@ -149,22 +190,24 @@ def run_job(runtime: Runtime, job_id: str, worker_name: str, *, in_pool_child: b
     if claimed is None:
         logger.info("message for job %s dropped: not claimable (duplicate or not ready)", job_id)
         return "dropped"
-    kind_name, spec, attempt, external_id = claimed
+    kind_name, spec, attempt, external_id, phase = claimed
     reset = job_id_var.set(job_id)
     try:
         outcome, dependents = _execute(
-            runtime, job_id, token, kind_name, spec, attempt, external_id, in_pool_child
+            runtime, job_id, token, kind_name, spec, attempt, external_id, in_pool_child, phase
         )
     finally:
         job_id_var.reset(reset)
     if dependents:
         resolve_waiting(runtime, dependents)
+    if outcome in TERMINAL:
+        sweeps.child_ended(runtime, job_id)
     return outcome
 
 
 def _claim(
     runtime: Runtime, job_id: str, token: str, worker_name: str
-) -> tuple[str, dict[str, Any], int, str | None] | None:
+) -> tuple[str, dict[str, Any], int, str | None, str | None] | None:
     now = utcnow()
     params = {
         "p_job_id": job_id,
@@ -177,14 +220,28 @@ def _claim(
         row = connection.execute(_CLAIM, params).one_or_none()
         verb = "started"
         if row is None:
+            parent_id = connection.scalar(_PARENT_OF, params)
+            if parent_id is not None:
+                row = _claim_child(connection, {**params, "p_parent_id": parent_id})
+        if row is None:
             # Not claimable as a new run; maybe a handed-off job coming back (rare path).
             row = connection.execute(_RESUME, params).one_or_none()
             verb = "resumed"
         if row is None:
             return None
-        kind, spec, attempt, external_id = row
+        kind, spec, attempt, external_id, phase = row
         _write_log(connection, job_id, [("INFO", f"{verb} on {worker_name} (attempt {attempt})")])
-        return kind, dict(spec), attempt, external_id
+        return kind, dict(spec), attempt, external_id, phase
+
+
+def _claim_child(connection: Connection, params: dict[str, Any]) -> Any:
+    """Claim a sweep's child within its sweep's `max_parallel`; a child over the limit goes
+    back to `held` in the same transaction (a sibling that ends releases it)."""
+    sweeps.lock_parent(connection, params["p_parent_id"])
+    row = connection.execute(_CLAIM_CHILD, params).one_or_none()
+    if row is None and connection.execute(_HOLD, params).rowcount:
+        logger.info("job %s held: its sweep runs max_parallel children", params["p_job_id"])
+    return row
 
 
 def _execute(
@@ -196,6 +253,7 @@ def _execute(
     attempt: int,
     external_id: str | None,
     in_pool_child: bool,
+    resumed_phase: str | None = None,
 ) -> tuple[str, list[str]]:
     pending = PendingWrites()
     workdir = Path(tempfile.mkdtemp(prefix=f"submitter-job-{job_id}-"))
@@ -208,6 +266,7 @@ def _execute(
         runtime=runtime,
         external_id=external_id,
         record_external_id=lambda value: _record_external_id(runtime, job_id, token, value),
+        resumed_phase=resumed_phase,
     )
     heartbeat = Heartbeat(
         runtime,
@@ -221,7 +280,7 @@ def _execute(
     heartbeat.start()
     result: Any = None
     error: str | None = None
-    handed_off: str | None = None
+    handed_off: HandedOff | None = None
     try:
         kind = get_kind(kind_name)
         result = kind.run(kind.spec_model.model_validate(spec), context)
@@ -230,7 +289,7 @@ def _execute(
     except JobCancelled:
         state = JobState.cancelled
     except HandedOff as handoff:
-        state, handed_off = JobState.running, handoff.phase
+        state, handed_off = JobState.running, handoff
     except JobFailed as failure:
         state, error, result = JobState.failed, str(failure)[:2000], failure.result
         logger.warning("job %s failed: %s", job_id, error)
@@ -264,12 +323,17 @@ def _record_external_id(runtime: Runtime, job_id: str, token: str, external_id: 
 
 
 def _hand_off(
-    runtime: Runtime, job_id: str, token: str, phase: str, pending: PendingWrites
+    runtime: Runtime, job_id: str, token: str, handoff: HandedOff, pending: PendingWrites
 ) -> tuple[str, list[str]]:
     """Release a job whose work goes on elsewhere: still running, no worker, no lease."""
     lines, _ = pending.take()
     with runtime.engine.begin() as connection:
-        params = {"p_job_id": job_id, "p_token": token, "p_phase": phase}
+        params = {
+            "p_job_id": job_id,
+            "p_token": token,
+            "p_phase": handoff.phase,
+            "p_message": handoff.message,
+        }
         released = connection.execute(_HANDOFF, params).rowcount
         _write_log(connection, job_id, lines)
     return ("handed off" if released else "superseded"), []

@@ -25,9 +25,11 @@ from submitter.jobs.schemas import (
     JobOut,
     LogLineOut,
     Page,
+    SweepTable,
 )
 from submitter.jobs.states import JobState
 from submitter.schedules import service as schedules
+from submitter.sweeps import service as sweeps
 
 
 def _job_id(
@@ -124,6 +126,23 @@ def get_job(job_id: JobId, runtime: RuntimeDep, _: Viewer) -> JobOut:
 def cancel_job(job_id: JobId, runtime: RuntimeDep, caller: User) -> JobOut:
     """Cancel a queued job (it never starts) or a running one (it is stopped)."""
     return JobOut.model_validate(service.cancel(runtime, job_id, by=caller.name))
+
+
+@router.get("/{job_id}/sweep", response_model=SweepTable, responses=responses(404))
+def sweep_table(
+    job_id: JobId,
+    runtime: RuntimeDep,
+    _: Viewer,
+    best_by: Annotated[
+        str | None,
+        Query(
+            max_length=200,
+            description="Sort by this result value, highest first (`-name`: lowest first).",
+        ),
+    ] = None,
+) -> SweepTable:
+    """A sweep's children side by side: parameters, state and result values."""
+    return SweepTable.model_validate(sweeps.table(runtime, job_id, best_by))
 
 
 @router.get("/{job_id}/logs", response_model=Page[LogLineOut], responses=responses(404))
