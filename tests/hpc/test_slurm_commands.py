@@ -167,3 +167,38 @@ def test_parse_duration(text: str, seconds: float | None) -> None:
 
 def test_parse_times_builtin() -> None:
     assert slurm.parse_times("0m0.004s 0m0.002s\n1m2.500s 0m0.500s\n") == pytest.approx(63.0)
+
+
+def test_submit_limit_refusals_are_told_from_other_refusals() -> None:
+    from submitter.hpc.limits import submit_limit_reason
+
+    policy = (
+        "sbatch: error: Batch job submission failed: Job violates accounting/QOS policy "
+        "(job submit limit, user's size and/or time limits)"
+    )
+    assert submit_limit_reason(f"sbatch: error: AssocMaxSubmitJobLimit\n{policy}") == (
+        "AssocMaxSubmitJobLimit"
+    )
+    assert submit_limit_reason(f"sbatch: error: QOSMaxSubmitJobPerUserLimit\n{policy}") == (
+        "QOSMaxSubmitJobPerUserLimit"
+    )
+    assert submit_limit_reason(policy) is None  # time and size limits say this too
+    assert submit_limit_reason("sbatch: error: invalid partition specified: x") is None
+
+
+def test_array_tasks_in_sbatch_scontrol_and_the_dispatcher() -> None:
+    from submitter.hpc.arrays import dispatcher_script
+    from submitter.hpc.slurm import Resources, parse_scontrol_jobs, pending_message, sbatch_argv
+
+    argv = sbatch_argv("/w/a.sbatch", name="n", folder="/w", resources=Resources(), array="0-19%4")
+    assert "--array=0-19%4" in argv and "--output=/w/slurm-%A_%a.out" in argv
+    jobs = parse_scontrol_jobs(
+        "JobId=130 ArrayJobId=123 ArrayTaskId=5 JobState=RUNNING\n"
+        "JobId=123 ArrayJobId=123 ArrayTaskId=6-19%4 JobState=PENDING\n"
+    )
+    assert jobs["123_5"]["JobId"] == "123_5" and "123" in jobs
+    assert pending_message("Resources") == "pending in SLURM: Resources"
+    assert pending_message("None") == "pending in SLURM"
+    script = dispatcher_script(["/w/a b", "/w/c"], "/w/root", ["data/x.csv"])
+    assert "folders=('/w/a b' /w/c)" in script
+    assert "ln -sfn /w/root/shared/data/x.csv data/x.csv" in script

@@ -46,6 +46,13 @@ def hpc(slurm_cluster: TestCluster, tmp_path_factory: pytest.TempPathFactory) ->
             key_file=str(slurm_cluster.passphrase_key_file),
             passphrase_env=PASSPHRASE_ENV,
         ),
+        # At most 3 jobs in SLURM at once; more wait in Submitter, throttled.
+        slurm_cluster.config("limited", max_jobs=3),
+        # sbatch refuses as for a submit limit while the flag file exists (a shell function
+        # in front of the real sbatch: the association limit itself is not configured).
+        slurm_cluster.config(
+            "refusing", setup=[*slurm_cluster.setup, _refusing_sbatch(slurm_cluster)]
+        ),
         slurm_cluster.config(
             "locked-out",
             key_file=str(slurm_cluster.passphrase_key_file),
@@ -62,6 +69,21 @@ def hpc(slurm_cluster: TestCluster, tmp_path_factory: pytest.TempPathFactory) ->
                 yield stack
     finally:
         del os.environ[PASSPHRASE_ENV]
+
+
+def _refuse_flag(cluster: TestCluster) -> Path:
+    return Path(cluster.workdir) / "refuse-sbatch"
+
+
+def _refusing_sbatch(cluster: TestCluster) -> str:
+    flag = shlex.quote(str(_refuse_flag(cluster)))
+    return (
+        f"sbatch() {{ if [ -e {flag} ]; then "
+        'echo "sbatch: error: AssocMaxSubmitJobLimit" >&2; '
+        'echo "sbatch: error: Batch job submission failed: Job violates accounting/QOS '
+        "policy (job submit limit, user's size and/or time limits)\" >&2; return 1; fi; "
+        'command sbatch "$@"; }'
+    )
 
 
 def _slurm_job(stack: Stack, expect: int = 202, **spec: Any) -> dict[str, Any]:
@@ -102,7 +124,8 @@ def test_clusters_are_listed_without_secrets_and_checked(
     assert response.status_code == 200
     listed = {c["name"]: c for c in response.json()["items"]}
     assert set(listed) == {
-        *("test", "nosacct", "here", "impostor", "stranger", "slow", "locked", "locked-out")
+        *("test", "nosacct", "here", "impostor", "stranger", "slow", "locked", "locked-out"),
+        *("limited", "refusing"),
     }
     text = response.text
     assert str(slurm_cluster.key_file) not in text and "passphrase" not in text
@@ -321,6 +344,11 @@ def test_cancel_while_pending_and_while_running(hpc: Stack, slurm_cluster: TestC
     blocker = _fill_node(hpc, slurm_cluster)
     waiting = _slurm_job(hpc, command="echo never runs", resources={"cpus_per_task": 1})
     hpc.wait(waiting["id"], until=lambda j: j["phase"] == "pending", timeout=SLOW)
+    # SLURM's reason (squeue %r) is the job's message while it is pending.
+    reason = hpc.wait(
+        waiting["id"], until=lambda j: (j["message"] or "").startswith("pending in SLURM: ")
+    )["message"]
+    assert reason.removeprefix("pending in SLURM: ") in ("Resources", "Priority"), reason
 
     for job, slurm_phase in ((waiting, "PENDING"), (blocker, "RUNNING")):
         slurm_id = hpc.job(job["id"])["external_id"]
@@ -501,6 +529,153 @@ def test_no_key_material_in_jobs_logs_or_metrics(hpc: Stack, slurm_cluster: Test
     everything = "\n".join(texts)
     leaked = [s for s in secrets if s and s in everything]
     assert not leaked
+
+
+def _children(stack: Stack, parent_id: str) -> list[Any]:
+    from sqlalchemy import select
+
+    from submitter.db.models import Job
+
+    with stack.runtime.reads() as session:
+        return list(
+            session.scalars(select(Job).where(Job.parent_id == parent_id).order_by(Job.sweep_index))
+        )
+
+
+def _until_in(cluster: TestCluster, command: str, expected: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while expected not in (output := _ssh(cluster, command)):
+        assert time.monotonic() < deadline, f"{command}: {output!r}"
+        time.sleep(0.5)
+
+
+def test_a_slurm_sweep_is_one_array_with_a_job_per_task(
+    hpc: Stack, slurm_cluster: TestCluster
+) -> None:
+    response = hpc.api.post(
+        "/api/v1/jobs",
+        json={
+            "kind": "sweep",
+            "spec": {
+                "kind": "slurm",
+                "spec": {
+                    "cluster": "test",
+                    "name": "array",
+                    "command": "cat data/common.txt > out.txt; echo {{i}} >> out.txt; sleep 1",
+                    "files": {
+                        "provide": [{"source": "inline:shared\n", "target": "data/common.txt"}],
+                        "collect": ["out.txt"],
+                    },
+                },
+                "matrix": {"i": list(range(20))},
+                "max_parallel": 4,
+            },
+        },
+        headers=hpc.headers("user"),
+    )
+    assert response.status_code == 202, response.text
+    sweep = response.json()
+    eventually(lambda: all(c.external_id for c in _children(hpc, sweep["id"])), timeout=SLOW)
+    array_id = hpc.job(sweep["id"])["external_id"]
+    children = _children(hpc, sweep["id"])
+    assert array_id and [c.external_id for c in children] == [
+        f"{array_id}_{i}" for i in range(20)
+    ]  # one sbatch: every task of one array
+    last = children[-1]
+    assert (
+        hpc.api.post(f"/api/v1/jobs/{last.id}/cancel", headers=hpc.headers("user")).status_code
+        == 200
+    )
+    eventually(
+        lambda: sum(c.state == "succeeded" for c in _children(hpc, sweep["id"])) >= 3,
+        timeout=SLOW,
+    )
+    cancel = hpc.api.post(f"/api/v1/jobs/{sweep['id']}/cancel", headers=hpc.headers("user"))
+    assert cancel.status_code == 200 and cancel.json()["state"] == "cancelled"
+    eventually(
+        lambda: all(c.state in ("succeeded", "cancelled") for c in _children(hpc, sweep["id"])),
+        timeout=SLOW,
+    )
+    children = _children(hpc, sweep["id"])
+    done = [c for c in children if c.state == "succeeded"]
+    assert len(done) >= 3 and children[-1].state == "cancelled"
+    assert any(c.state == "cancelled" for c in children[:-1])  # the rest went with the parent
+    for child in done:
+        task = f"{array_id}_{child.sweep_index}"
+        assert child.result["slurm_job_id"] == task
+        accounting = child.result["slurm"]
+        assert accounting["job_id"] == task and accounting["exit_code"] == 0
+        # sacct where slurmdbd has the task's end already, else the controller's record
+        assert accounting["source"] in ("sacct", "scontrol")
+        assert _artifact(hpc, child.id, "out.txt") == f"shared\n{child.sweep_index}\n".encode()
+        assert f"slurm-{task}.out" in _artifact_names(hpc, child.id)
+    if slurm_cluster.accounting:  # sacct answers for one task by its ARRAY_TASK id
+        task = f"{array_id}_{done[0].sweep_index}"
+        _until_in(slurm_cluster, f"sacct -n -P -X -o JobID,State -j {task}", f"{task}|COMPLETED")
+    assert any(f"scancel {array_id}_19" in line for line in hpc.logs(last.id))
+    # A pending task scancelled before it started has no record of its own: it is gone.
+    queued = _ssh(slurm_cluster, "squeue --array --noheader --format=%i --states=PD,R")
+    assert f"{array_id}_19" not in queued.split(), queued
+    table = hpc.api.get(
+        f"/api/v1/jobs/{sweep['id']}/sweep",
+        params={"best_by": "-slurm.elapsed_seconds"},
+        headers=hpc.headers("viewer"),
+    ).json()
+    assert {r["external_id"] for r in table["rows"]} == {c.external_id for c in children}
+
+
+def test_max_jobs_keeps_at_most_that_many_in_slurm(hpc: Stack) -> None:
+    ids = [
+        _slurm_job(hpc, cluster="limited", command=f"sleep 1; echo {i}")["id"] for i in range(10)
+    ]
+    most = 0
+    deadline = time.monotonic() + SLOW
+    while True:
+        jobs = [hpc.job(i) for i in ids]
+        most = max(most, sum(j["phase"] in ("submitted", "pending", "running") for j in jobs))
+        if all(j["state"] in ("succeeded", "failed", "cancelled") for j in jobs):
+            break
+        assert time.monotonic() < deadline, jobs
+        time.sleep(0.1)
+    assert all(j["state"] == "succeeded" for j in jobs), jobs
+    assert 1 <= most <= 3
+    # From the logs: from "submitted" to the monitor's "ended" (later than the real end),
+    # so the overlap counted here is if anything too high.
+    spans = []
+    for job_id in ids:
+        lines = hpc.api.get(f"/api/v1/jobs/{job_id}/logs", headers=hpc.headers("admin")).json()
+        at = {
+            key: line["at"]
+            for line in lines["items"]
+            for key in ("submitted", "ended")
+            if line["message"].startswith(("submitted to", "SLURM job")) and key in line["message"]
+        }
+        spans.append((at["submitted"], at["ended"]))
+    events = sorted([(a, 1) for a, _ in spans] + [(b, -1) for _, b in spans])
+    running = peak = 0
+    for _, step in events:
+        running += step
+        peak = max(peak, running)
+    assert peak <= 3, spans
+    assert any(
+        "throttled" in line for job_id in ids for line in hpc.logs(job_id)
+    )  # 10 jobs, 3 slots: some waited
+
+
+def test_sbatch_refused_for_a_submit_limit_throttles_the_job(
+    hpc: Stack, slurm_cluster: TestCluster
+) -> None:
+    flag = _refuse_flag(slurm_cluster)
+    flag.write_text("refuse\n")
+    try:
+        job = _slurm_job(hpc, cluster="refusing", command="echo finally")
+        waiting = hpc.wait(job["id"], until=lambda j: j["phase"] == "throttled", timeout=SLOW)
+        assert waiting["state"] == "running" and "AssocMaxSubmitJobLimit" in waiting["message"]
+    finally:
+        flag.unlink()
+    done = hpc.wait(job["id"], timeout=SLOW)
+    assert done["state"] == "succeeded", (done, hpc.logs(job["id"]))
+    assert any("released" in line for line in hpc.logs(job["id"]))
 
 
 def test_the_embedded_stack_runs_slurm_jobs_too(slurm_cluster: TestCluster, tmp_path: Path) -> None:

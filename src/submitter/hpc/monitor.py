@@ -23,7 +23,7 @@ from sqlalchemy import or_, select, update
 from submitter.db.models import Job
 from submitter.db.session import rows_changed
 from submitter.db.types import utcnow
-from submitter.hpc import slurm
+from submitter.hpc import limits, slurm
 from submitter.hpc.accounting import AccountingLookup
 from submitter.hpc.clusters import ClusterConfig, ClusterError
 from submitter.hpc.pool import POOL, ClusterPool
@@ -33,8 +33,10 @@ from submitter.runtime import Runtime
 
 logger = logging.getLogger(__name__)
 
-FOLLOWED_PHASES = ("submitted", "pending", "running")
+FOLLOWED_PHASES = limits.IN_SLURM
 KIND = "slurm"
+#: A followed job: (job id, phase, message).
+Followed = tuple[str, str, str | None]
 
 
 @dataclass
@@ -46,6 +48,7 @@ class ClusterPoll:
     connections_opened: int = 0
     finished: list[str] = field(default_factory=list)
     cancelled: int = 0
+    released: int = 0
     error: str | None = None
     seconds: float = 0.0
 
@@ -67,7 +70,7 @@ class Monitor:
         if not clusters:
             return report
         followed, to_cancel = self._jobs()
-        for name in sorted(set(followed) | set(to_cancel)):
+        for name in sorted(set(followed) | set(to_cancel) | self._throttled_clusters()):
             cluster = clusters.get(name)
             if cluster is None:
                 logger.warning("jobs name cluster %s, which is no longer configured", name)
@@ -77,13 +80,26 @@ class Monitor:
             )
         return report
 
-    def _jobs(self) -> tuple[dict[str, dict[str, tuple[str, str]]], dict[str, dict[str, str]]]:
-        """Followed jobs {cluster: {slurm id: (job id, phase)}}, and those to scancel."""
-        followed: dict[str, dict[str, tuple[str, str]]] = defaultdict(dict)
+    def _throttled_clusters(self) -> set[str]:
+        """Clusters with jobs waiting in Submitter for a slot (see hpc.limits)."""
+        with self.runtime.reads() as session:
+            specs = session.scalars(
+                select(Job.spec).where(
+                    Job.kind == KIND,
+                    Job.state == JobState.running,
+                    Job.phase == limits.THROTTLED,
+                )
+            )
+            return {str(spec.get("cluster")) for spec in specs}
+
+    def _jobs(self) -> tuple[dict[str, dict[str, Followed]], dict[str, dict[str, str]]]:
+        """Followed jobs {cluster: {slurm id: (job id, phase, message)}}, and those to
+        scancel."""
+        followed: dict[str, dict[str, Followed]] = defaultdict(dict)
         to_cancel: dict[str, dict[str, str]] = defaultdict(dict)
         with self.runtime.reads() as session:
             rows = session.execute(
-                select(Job.id, Job.state, Job.phase, Job.external_id, Job.spec).where(
+                select(Job.id, Job.state, Job.phase, Job.external_id, Job.spec, Job.message).where(
                     Job.kind == KIND,
                     Job.external_id.is_not(None),
                     Job.phase.in_([*FOLLOWED_PHASES, "collecting"]),
@@ -95,18 +111,18 @@ class Monitor:
                     ),
                 )
             ).all()
-        for job_id, state, phase, external_id, spec in rows:
+        for job_id, state, phase, external_id, spec, message in rows:
             cluster = str(spec.get("cluster"))
             if state == JobState.cancelled:
                 to_cancel[cluster][external_id] = job_id
             elif phase in FOLLOWED_PHASES:
-                followed[cluster][external_id] = (job_id, phase)
+                followed[cluster][external_id] = (job_id, phase, message)
         return followed, to_cancel
 
     def _poll_cluster(
         self,
         cluster: ClusterConfig,
-        followed: dict[str, tuple[str, str]],
+        followed: dict[str, Followed],
         to_cancel: dict[str, str],
     ) -> ClusterPoll:
         started = time.monotonic()
@@ -119,6 +135,7 @@ class Monitor:
                 result.cancelled = len(to_cancel)
             if followed:
                 result.finished = self._follow(cluster, followed)
+            result.released = self._release(cluster, len(result.finished))
         except ClusterError as error:
             result.error = str(error)
             logger.warning("monitoring cluster %s failed: %s", cluster.name, error)
@@ -148,22 +165,24 @@ class Monitor:
                 )
                 add_log(session, job_id, f"scancel {slurm_id} on {cluster.name}")
 
-    def _follow(self, cluster: ClusterConfig, followed: dict[str, tuple[str, str]]) -> list[str]:
+    def _follow(self, cluster: ClusterConfig, followed: dict[str, Followed]) -> list[str]:
         done = self.pool.run(cluster, slurm.squeue_argv(sorted(followed, key=int)))
         if not done.ok and "invalid job id" not in done.stderr.lower():
             done.check()  # squeue is down: change nothing, try again next poll
         states = slurm.parse_squeue(done.stdout) if done.ok else {}
-        phases: dict[str, str] = {}
+        phases: dict[str, tuple[str, str | None]] = {}
         finished: dict[str, str] = {}
         vanished = [slurm_id for slurm_id in followed if slurm_id not in states]
-        for slurm_id, (state, _reason) in states.items():
+        for slurm_id, (state, reason) in states.items():
             if slurm_id not in followed:
                 continue
             phase = slurm.phase_of(state)
             if phase == "finished":
                 finished[slurm_id] = slurm.base_state(state)
+            elif phase == "pending":
+                phases[slurm_id] = (phase, slurm.pending_message(reason))
             else:
-                phases[slurm_id] = phase
+                phases[slurm_id] = (phase, None)
         if vanished:
             # Gone from squeue: only a record of its end (sacct, scontrol, jobcomp) says it
             # finished; without one it stays followed (squeue may have answered partially).
@@ -183,11 +202,15 @@ class Monitor:
 
     def _record(
         self,
-        followed: dict[str, tuple[str, str]],
-        phases: dict[str, str],
+        followed: dict[str, Followed],
+        phases: dict[str, tuple[str, str | None]],
         finished: dict[str, str],
     ) -> None:
-        changed = {s: p for s, p in phases.items() if followed[s][1] != p}
+        changed = {
+            s: (phase, message)
+            for s, (phase, message) in phases.items()
+            if followed[s][1] != phase or (message is not None and followed[s][2] != message)
+        }
         if not changed and not finished:
             return
         now = utcnow()
@@ -195,11 +218,18 @@ class Monitor:
         lease = now + timedelta(seconds=self.runtime.settings.requeue_after_seconds)
         handed_back: list[tuple[str, str]] = []
         with self.runtime.transaction() as session:
-            for slurm_id, phase in changed.items():
+            for slurm_id, (phase, message) in changed.items():
                 job_id = followed[slurm_id][0]
-                session.execute(self._still_followed(job_id, slurm_id).values(phase=phase))
+                if phase == "running":
+                    message = f"running in SLURM as job {slurm_id}"
+                values = (
+                    {"phase": phase} if message is None else {"phase": phase, "message": message}
+                )
+                session.execute(self._still_followed(job_id, slurm_id).values(**values))
                 if phase == "running":
                     add_log(session, job_id, f"SLURM job {slurm_id} is running")
+                elif message is not None and followed[slurm_id][2] != message:
+                    add_log(session, job_id, f"SLURM job {slurm_id}: {message}")
             for slurm_id, state in finished.items():
                 job_id = followed[slurm_id][0]
                 moved = rows_changed(
@@ -213,9 +243,48 @@ class Monitor:
                 if moved:
                     add_log(session, job_id, f"SLURM job {slurm_id} ended {state}")
                     handed_back.append((job_id, "hpc"))
+        self._hand_back(handed_back)
+
+    def _release(self, cluster: ClusterConfig, ended: int) -> int:
+        """Give throttled jobs of this cluster back to workers (to sbatch), oldest first,
+        as far as `max_jobs` leaves room; a conditional update per job, under the
+        cluster's slot lock, so two monitors never release one slot twice."""
+        if not limits.occupancy(self.runtime, cluster.name).throttled:
+            return 0
+        now = utcnow()
+        lease = now + timedelta(seconds=self.runtime.settings.requeue_after_seconds)
+        released: list[str] = []
+        with limits.slots(self.runtime, cluster):
+            chosen = limits.to_release(self.runtime, cluster, ended)
+            if not chosen:
+                return 0
+            with self.runtime.transaction() as session:
+                for job_id in chosen:
+                    moved = rows_changed(
+                        session,
+                        update(Job)
+                        .where(
+                            Job.id == job_id,
+                            Job.state == JobState.running,
+                            Job.run_token.is_(None),
+                            Job.phase == limits.THROTTLED,
+                        )
+                        .values(
+                            phase=limits.RELEASED,
+                            message=f"released: submitting to {cluster.name}",
+                            lease_expires_at=lease,
+                        ),
+                    )
+                    if moved:
+                        add_log(session, job_id, f"released: a slot on {cluster.name} is free")
+                        released.append(job_id)
+        self._hand_back([(job_id, "hpc") for job_id in released])
+        return len(released)
+
+    def _hand_back(self, jobs: list[tuple[str, str]]) -> None:
         from submitter.worker.dispatch import send_job
 
-        for job_id, queue in handed_back:
+        for job_id, queue in jobs:
             try:
                 send_job(self.runtime.celery, job_id, queue)
             except Exception as error:  # the reconciler re-sends when the lease expires

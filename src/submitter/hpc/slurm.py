@@ -66,16 +66,25 @@ class Resources:
 
 
 def sbatch_argv(
-    script: str, *, name: str, folder: str, resources: Resources, dependency: str | None = None
+    script: str,
+    *,
+    name: str,
+    folder: str,
+    resources: Resources,
+    dependency: str | None = None,
+    array: str | None = None,
 ) -> list[str]:
-    """`sbatch --parsable` with every resource as an option (never edited into the script)."""
+    """`sbatch --parsable` with every resource as an option (never edited into the script).
+    `array` (`0-19%3`) makes a job array, its tasks' output named `slurm-ARRAY_TASK.*`."""
+    output = "%A_%a" if array else "%j"
     argv = [
         "sbatch",
         "--parsable",
         f"--job-name={name}",
         f"--chdir={folder}",
-        f"--output={folder}/slurm-%j.out",
-        f"--error={folder}/slurm-%j.err",
+        f"--output={folder}/slurm-{output}.out",
+        f"--error={folder}/slurm-{output}.err",
+        *([f"--array={array}"] if array else []),
     ]
     options = {
         "partition": resources.partition,
@@ -106,10 +115,12 @@ SQUEUE_FORMAT = "%i|%T|%r"
 
 
 def squeue_argv(job_ids: Iterable[str]) -> list[str]:
-    """One squeue for many jobs; `--states=all` keeps recently ended jobs in the answer."""
+    """One squeue for many jobs (array tasks as `ARRAY_TASK`); `--states=all` keeps
+    recently ended jobs in the answer."""
     return [
         "squeue",
         "--noheader",
+        "--array",  # one line per array task (`123_4`), pending ones too
         "--states=all",
         f"--jobs={','.join(job_ids)}",
         f"--format={SQUEUE_FORMAT}",
@@ -354,8 +365,20 @@ def parse_scontrol_jobs(output: str) -> dict[str, dict[str, str]]:
     for line in output.splitlines():
         fields = parse_key_values(line)
         if "JobId" in fields:
+            # An array task has its own JobId; Submitter knows it as ARRAY_TASK (`123_4`).
+            array, task = fields.get("ArrayJobId", ""), fields.get("ArrayTaskId", "")
+            if array.isdigit() and task.isdigit():
+                fields = {**fields, "JobId": f"{array}_{task}"}
             jobs[fields["JobId"]] = fields
     return jobs
+
+
+def pending_message(reason: str) -> str:
+    """The job message while SLURM holds a job (`squeue` %r: Priority, Resources, ...)."""
+    reason = reason.strip()
+    if not reason or reason == "None":
+        return "pending in SLURM"
+    return f"pending in SLURM: {reason}"
 
 
 def accounting_from_fields(

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from sqlalchemy import Connection, select
 
-from submitter.hpc import slurm
+from submitter.hpc import limits, slurm
 from submitter.hpc.accounting import AccountingLookup
 from submitter.hpc.clusters import ClusterConfig, UnknownCluster, find_cluster
 from submitter.hpc.environment import (
@@ -239,50 +239,82 @@ ACCOUNTING = AccountingLookup(POOL)
 def run(spec: SlurmSpec, ctx: JobContext) -> Any:
     cluster = find_cluster(ctx.runtime.settings.clusters, spec.cluster)
     if ctx.external_id is None:
+        if ctx.resumed_phase == limits.RELEASED:  # throttled after staging: sbatch now
+            folder = job_folder(POOL.get(cluster).expand(cluster.workdir), ctx.job_id)
+            wrapper = f"{folder}/{CONTROL_DIR}/job.sbatch"
+            if POOL.get(cluster).exists(wrapper):
+                ctx.log(f"released: submitting the job prepared in {folder}")
+                _submit(spec, ctx, cluster, folder, wrapper)
         _prepare_and_submit(spec, ctx, cluster)  # raises HandedOff
     return _follow_up(spec, ctx, cluster, ctx.external_id)
 
 
 def _prepare_and_submit(spec: SlurmSpec, ctx: JobContext, cluster: ClusterConfig) -> NoReturn:
     ctx.progress(phase="preparing", message=f"preparing on cluster {cluster.name}")
-    transport = POOL.get(cluster)
-    base = transport.expand(cluster.workdir)
-    folder = job_folder(base, ctx.job_id)
-    transport.makedirs(f"{folder}/{CONTROL_DIR}")
-    ctx.log(f"job folder {folder} on cluster {cluster.name}")
-    from submitter.datasets.limits import DatasetLimits
+    base = POOL.get(cluster).expand(cluster.workdir)
+    venv = prepare_environment(spec, ctx, cluster, base)
+    folder, wrapper = stage_job(spec, ctx, cluster, base, ctx.job_id, venv=venv)
+    _submit(spec, ctx, cluster, folder, wrapper)
 
-    limits = DatasetLimits.from_settings(ctx.runtime.settings)
-    for item in spec.files.provide:
-        ctx.check_cancelled()
-        size = put_upload(transport, ctx.runtime.store, folder, _upload(ctx, item), limits)
-        ctx.log(f"staged {item.source.split(':', 1)[0]} → {item.target} ({size} bytes)")
+
+def prepare_environment(
+    spec: SlurmSpec, ctx: JobContext, cluster: ClusterConfig, base: str
+) -> str | None:
+    """Check the modules and create (or reuse) the venv; the venv's path, if any."""
     modules = spec.environment.modules
     if modules:
         done = POOL.run(cluster, check_modules_argv(cluster, modules))
         if not done.ok:
             raise JobFailed(f"loading modules on {cluster.name} failed: {_tail(done.stderr)}")
         ctx.log(f"modules load: {' '.join(modules)}")
-    venv = _ensure_venv(spec, ctx, cluster, base) if spec.environment.venv else None
+    return _ensure_venv(spec, ctx, cluster, base) if spec.environment.venv else None
+
+
+def stage_job(
+    spec: SlurmSpec,
+    ctx: JobContext,
+    cluster: ClusterConfig,
+    base: str,
+    job_id: str,
+    *,
+    venv: str | None,
+    skip: frozenset[tuple[str, str]] = frozenset(),
+) -> tuple[str, str]:
+    """Job `job_id`'s folder with its provided files (but those in `skip`, staged once
+    elsewhere), its script and batch wrapper; return (folder, wrapper)."""
+    from submitter.datasets.limits import DatasetLimits
+
+    transport = POOL.get(cluster)
+    folder = job_folder(base, job_id)
+    transport.makedirs(f"{folder}/{CONTROL_DIR}")
+    ctx.log(f"job folder {folder} on cluster {cluster.name}")
+    limits_ = DatasetLimits.from_settings(ctx.runtime.settings)
+    for item in spec.files.provide:
+        if (item.source, item.target) in skip:
+            continue
+        ctx.check_cancelled()
+        size = put_upload(transport, ctx.runtime.store, folder, upload_of(ctx, item), limits_)
+        ctx.log(f"staged {item.source.split(':', 1)[0]} → {item.target} ({size} bytes)")
     ctx.check_cancelled()
     script = f"{folder}/{CONTROL_DIR}/script"
     wrapper = f"{folder}/{CONTROL_DIR}/job.sbatch"
     transport.put(io.BytesIO(spec.script_text().encode()), script, mode=0o700)
     text = batch_wrapper(
         cluster,
-        job_id=ctx.job_id,
+        job_id=job_id,
         folder=folder,
         script=script,
-        modules=modules,
+        modules=spec.environment.modules,
         venv=venv,
         env=spec.env,
         times_file=f"{folder}/{CONTROL_DIR}/times",
     )
     transport.put(io.BytesIO(text.encode()), wrapper, mode=0o700)
-    _submit(spec, ctx, cluster, folder, wrapper)
+    return folder, wrapper
 
 
-def _upload(ctx: JobContext, item: ProvidedFile) -> Upload:
+def upload_of(ctx: JobContext, item: ProvidedFile) -> Upload:
+    """Where a provided file's bytes come from."""
     kind, _, ref = item.source.partition(":")
     if kind == "inline":
         return Upload(item.target, inline=ref)
@@ -333,26 +365,52 @@ def _ensure_venv(spec: SlurmSpec, ctx: JobContext, cluster: ClusterConfig, base:
 def _submit(
     spec: SlurmSpec, ctx: JobContext, cluster: ClusterConfig, folder: str, wrapper: str
 ) -> NoReturn:
-    resources = slurm.Resources(
-        **{
-            **spec.resources.model_dump(),
-            "partition": spec.resources.partition or cluster.partition,
-            "account": spec.resources.account or cluster.account,
-        }
+    argv = slurm.sbatch_argv(
+        wrapper, name=spec.name, folder=folder, resources=resources_of(spec, cluster)
     )
-    argv = slurm.sbatch_argv(wrapper, name=spec.name, folder=folder, resources=resources)
     ctx.check_cancelled()  # the last point where a cancel means "never submitted"
-    done = POOL.run(cluster, argv, retry=False)
-    if not done.ok:
-        raise JobFailed(f"sbatch on {cluster.name} refused the job: {_tail(done.stderr)}")
-    slurm_id = slurm.parse_sbatch(done.stdout)
-    if not ctx.set_external_id(slurm_id):
+    with limits.slots(ctx.runtime, cluster):
+        released = ctx.resumed_phase == limits.RELEASED
+        if limits.room(ctx.runtime, cluster, released=released) < 1:
+            throttle(ctx, limits.throttled_message(cluster))
+        slurm_id = sbatch(ctx, cluster, argv)
+        recorded = ctx.set_external_id(slurm_id)  # under the lock: the next count sees it
+    if not recorded:
         # Cancelled between the last check and sbatch: take it back.
         POOL.run(cluster, slurm.scancel_argv([slurm_id]))
         ctx.log(f"cancelled while submitting: scancel {slurm_id}")
         raise JobCancelled()
     ctx.log(f"submitted to {cluster.name} as SLURM job {slurm_id}")
     raise HandedOff("submitted")
+
+
+def resources_of(spec: SlurmSpec, cluster: ClusterConfig) -> slurm.Resources:
+    """The job's sbatch resources, the cluster's default partition and account filling in."""
+    return slurm.Resources(
+        **{
+            **spec.resources.model_dump(),
+            "partition": spec.resources.partition or cluster.partition,
+            "account": spec.resources.account or cluster.account,
+        }
+    )
+
+
+def sbatch(ctx: JobContext, cluster: ClusterConfig, argv: list[str]) -> str:
+    """Run sbatch once; the SLURM id. Refused for a submit limit → the job is throttled
+    (it waits in Submitter), refused for anything else → it fails saying why."""
+    done = POOL.run(cluster, argv, retry=False)
+    if not done.ok:
+        reason = limits.submit_limit_reason(done.stderr)
+        if reason is not None:
+            throttle(ctx, limits.throttled_message(cluster, reason))
+        raise JobFailed(f"sbatch on {cluster.name} refused the job: {_tail(done.stderr)}")
+    return slurm.parse_sbatch(done.stdout)
+
+
+def throttle(ctx: JobContext, message: str) -> NoReturn:
+    """Wait in Submitter (phase `throttled`) until the HPC monitor releases the job."""
+    ctx.log(message)
+    raise HandedOff(limits.THROTTLED, message=message)
 
 
 def _follow_up(

@@ -23,6 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
 from submitter.db.models import Job
+from submitter.db.session import rows_changed
 from submitter.db.types import utcnow
 from submitter.jobs.states import JobState
 from submitter.runtime import Runtime
@@ -223,7 +224,8 @@ def settle(runtime: Runtime, parent_id: str) -> bool:
             text = ", ".join(parts)
         else:
             state, text = JobState.succeeded, f"all {total} children succeeded"
-        ended = session.execute(
+        ended = rows_changed(
+            session,
             update(Job)
             .where(Job.id == parent_id, Job.state == JobState.running)
             .values(
@@ -236,8 +238,8 @@ def settle(runtime: Runtime, parent_id: str) -> bool:
                 finished_at=utcnow(),
                 lease_expires_at=None,
                 run_token=None,
-            )
-        ).rowcount
+            ),
+        )
         if ended:
             add_log(session, parent_id, f"sweep ended: {text}", "INFO")
     if ended:
@@ -252,17 +254,16 @@ def cancel_children(session: Session, parent_id: str, by: str) -> int:
     transaction). Running ones stop through their heartbeat; SLURM ones are scancelled by
     the HPC monitor, as any cancelled SLURM job."""
     text = f"cancelled with its sweep {parent_id} by {by}"
-    return int(
-        session.execute(
-            update(Job)
-            .where(Job.parent_id == parent_id, Job.state.in_([JobState.queued, JobState.running]))
-            .values(
-                state=JobState.cancelled,
-                finished_at=utcnow(),
-                lease_expires_at=None,
-                message=text,
-            )
-        ).rowcount
+    return rows_changed(
+        session,
+        update(Job)
+        .where(Job.parent_id == parent_id, Job.state.in_([JobState.queued, JobState.running]))
+        .values(
+            state=JobState.cancelled,
+            finished_at=utcnow(),
+            lease_expires_at=None,
+            message=text,
+        ),
     )
 
 
