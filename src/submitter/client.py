@@ -184,6 +184,13 @@ class Client:
         job: dict[str, Any] = self._request("POST", f"/api/v1/jobs/{job_id}/cancel")
         return job
 
+    def sweep(self, job_id: str, best_by: str | None = None) -> dict[str, Any]:
+        """A sweep's children side by side (`GET /api/v1/jobs/{id}/sweep`): parameters,
+        state and result values per child, sorted by `best_by` (`-name`: lowest first)."""
+        params = {"best_by": best_by} if best_by else None
+        table: dict[str, Any] = self._request("GET", f"/api/v1/jobs/{job_id}/sweep", params=params)
+        return table
+
     def logs(self, job_id: str, after: int = 0) -> list[dict[str, Any]]:
         page = self._request("GET", f"/api/v1/jobs/{job_id}/logs", params={"after": after})
         items: list[dict[str, Any]] = page["items"]

@@ -319,6 +319,45 @@ def _print_log_line(line: dict[str, Any], out: Console = console) -> None:
 
 
 @app.command()
+def sweep(
+    job_id: str,
+    best_by: Annotated[
+        str | None,
+        typer.Option("--best-by", help="Sort by this result value (`-name`: lowest first)."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """A sweep's children side by side: parameters, state and result values."""
+    with _client() as client:
+        try:
+            table = client.sweep(job_id, best_by)
+        except ApiError as error:
+            raise fail(error) from None
+    if as_json:
+        console.print_json(json.dumps(table))
+        return
+    shown = [c for c in table["columns"] if not best_by or c != best_by.lstrip("-")][:4]
+    if best_by:
+        shown.insert(0, best_by.lstrip("-"))
+    grid = Table(title=f"sweep {table['sweep_id'][:SHORT_ID]}: {table['message'] or ''}")
+    for name in ["job", *table["parameters"], "state", *shown]:
+        grid.add_column(name)
+    for row in table["rows"]:
+        best = row["job_id"] == table["best"]
+        grid.add_row(
+            ("* " if best else "") + row["job_id"][:SHORT_ID],
+            *(str(row["params"].get(p, "")) for p in table["parameters"]),
+            Text(row["state"], style=STATE_STYLE.get(row["state"], "")),
+            *(_number(row["values"].get(c)) for c in shown),
+        )
+    console.print(grid)
+
+
+def _number(value: float | None) -> str:
+    return "" if value is None else f"{value:.6g}"
+
+
+@app.command()
 def cancel(job_id: str) -> None:
     """Cancel a queued or running job."""
     with _client() as client:
