@@ -196,6 +196,18 @@ class Client:
         items: list[dict[str, Any]] = page["items"]
         return items
 
+    def metrics(self, job_id: str, name: str | None = None) -> list[dict[str, Any]]:
+        """Every value the job reported (`$SUBMITTER_METRICS`), by name then step."""
+        items: list[dict[str, Any]] = []
+        while True:
+            params: dict[str, Any] = {"offset": len(items), "limit": 10_000}
+            if name is not None:
+                params["name"] = name
+            page = self._request("GET", f"/api/v1/jobs/{job_id}/metrics", params=params)
+            items += page["items"]
+            if not page["items"] or len(items) >= page["total"]:
+                return items
+
     def artifacts(self, job_id: str) -> list[dict[str, Any]]:
         page = self._request("GET", f"/api/v1/jobs/{job_id}/artifacts")
         items: list[dict[str, Any]] = page["items"]
@@ -731,6 +743,16 @@ class JobHandle:
 
     def cancel(self) -> dict[str, Any]:
         return self.client.cancel(self.id)
+
+    def metrics(self, name: str | None = None) -> Any:
+        """The job's metrics as a pandas DataFrame: columns name, step, value, at (one row
+        per value; `df.pivot(index="step", columns="name", values="value")` for a wide one)."""
+        import pandas as pd
+
+        rows = self.client.metrics(self.id, name)
+        frame = pd.DataFrame(rows, columns=["name", "step", "value", "at"])
+        frame["at"] = pd.to_datetime(frame["at"], utc=True, format="ISO8601")
+        return frame
 
     def wait(
         self, *, timeout: float | None = None, progress: bool = False, logs: bool = False

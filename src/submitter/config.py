@@ -152,6 +152,19 @@ class Settings(BaseSettings):
     clusters: list[ClusterConfig] = Field(
         default_factory=list, description="SLURM clusters (YAML only; see submitter.hpc)."
     )
+    command_jobs_enabled: bool | None = Field(
+        default=None,
+        description="May users run `command` jobs (their own code, on the workers)? Unset: "
+        "yes on the embedded stack (one person's machine, where the user is the operator), "
+        "no on a server deployment until the operator says true. Read by the API (submit: "
+        "422) and by each worker (a job reaching a worker with it off fails).",
+    )
+    max_metrics_per_job: int = Field(
+        default=100_000,
+        ge=1,
+        le=100_000_000,
+        description="Metric values kept per job ($SUBMITTER_METRICS); later ones are dropped.",
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -239,6 +252,13 @@ class Settings(BaseSettings):
     @property
     def maintenance_intervals(self) -> dict[str, float]:
         return parse_scheduler_times(self.scheduler_times)
+
+    @property
+    def command_jobs_allowed(self) -> bool:
+        """`command_jobs_enabled`, with its default resolved (on for the embedded stack)."""
+        if self.command_jobs_enabled is None:
+            return self.is_embedded_db
+        return self.command_jobs_enabled
 
     @property
     def queues(self) -> list[str]:

@@ -13,8 +13,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from submitter.hpc.clusters import ClusterConfig
-from submitter.hpc.environment import READY_MARK, batch_wrapper, create_venv_argv, venv_path
+from submitter.hpc.environment import batch_wrapper, create_venv_argv
 from submitter.hpc.transport import LocalTransport
+from submitter.usercode.venv import READY_MARK, venv_path
 
 HOSTILE = [
     "; rm -rf ~",

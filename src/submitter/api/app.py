@@ -15,6 +15,7 @@ from submitter.api.routes import (
     clusters,
     datasets,
     health,
+    job_metrics,
     jobs,
     logs,
     models,
@@ -71,6 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     docs.install(app)
     app.include_router(jobs.router)
+    app.include_router(job_metrics.router)
     app.include_router(datasets.router)
     app.include_router(models.router)
     app.include_router(clusters.router)

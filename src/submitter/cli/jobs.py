@@ -441,3 +441,45 @@ def download(
                 console.print(f"{item} → {path}")
         except ApiError as error:
             raise fail(error) from None
+
+
+@app.command()
+def metrics(
+    job_id: str,
+    name: Annotated[str | None, typer.Option("--name", help="Only this metric.")] = None,
+    plot: Annotated[
+        Path | None, typer.Option("--plot", help="Also draw the metrics into this PNG file.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Every value, as JSON.")] = False,
+) -> None:
+    """A job's metrics (what it wrote to $SUBMITTER_METRICS): the latest value of each, its
+    range and a sparkline over the steps; --plot FILE draws them as line charts."""
+    from submitter.jobmetrics import charts
+
+    with _client() as client:
+        try:
+            items = client.metrics(job_id, name)
+        except ApiError as error:
+            raise fail(error) from None
+    if as_json:
+        print(json.dumps(items, indent=2))
+        return
+    all_series = charts.series(items)
+    if not all_series:
+        console.print("no metrics (the job writes JSON lines to the file $SUBMITTER_METRICS)")
+    else:
+        table = Table("name", "step", "latest", "min", "max", "values", "")
+        for one in all_series:
+            table.add_row(
+                one.name,
+                str(one.steps[-1]),
+                f"{one.last:.6g}",
+                f"{min(one.values):.6g}",
+                f"{max(one.values):.6g}",
+                str(len(one.values)),
+                charts.sparkline(one.values),
+            )
+        console.print(table)
+    if plot is not None:
+        charts.plot_png(all_series, plot, f"job {job_id[:SHORT_ID]}")
+        console.print(f"plot → {plot}")

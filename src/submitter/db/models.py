@@ -112,6 +112,21 @@ class JobLog(Base):
     message: Mapped[str] = mapped_column(Text)
 
 
+class JobMetric(Base):
+    """One value a job reported from inside (`$SUBMITTER_METRICS`): name, step, value."""
+
+    __tablename__ = "job_metrics"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(128))
+    step: Mapped[int] = mapped_column(BigInteger)
+    value: Mapped[float] = mapped_column(Float)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (Index("ix_job_metrics_job_id_name_step", "job_id", "name", "step"),)
+
+
 class ApiKey(Base):
     """An API key. Only a SHA-256 of the key is stored; the key is shown once at creation."""
 

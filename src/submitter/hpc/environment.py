@@ -1,10 +1,9 @@
 """The software environment of a SLURM job: modules, a venv made once, the batch wrapper.
 
-A venv is keyed by its name, its sorted package list and how it is built, and lives at
-`<workdir>/submitter/venvs/<name>-<key>`; the first job to need it creates it under an
-`flock` on the cluster, later and concurrent jobs wait for that lock and reuse the result.
-The lock is on the cluster, so it holds across workers and across Submitter installations
-sharing one account.
+The venv's key, folder (`<workdir>/submitter/venvs/<name>-<key>`) and build script are
+`submitter.usercode.venv`, shared with the `command` kind; here it runs on the cluster,
+under an `flock` there, so it holds across workers and Submitter installations sharing one
+account.
 
 Every user value reaches the shell as a positional parameter (`"$@"`) or through
 `shlex.quote`; the only unquoted text is the cluster's `setup` (operator configuration).
@@ -12,64 +11,11 @@ Every user value reaches the shell as a positional parameter (`"$@"`) or through
 
 from __future__ import annotations
 
-import hashlib
-import json
 import shlex
 from collections.abc import Sequence
 
 from submitter.hpc.clusters import ClusterConfig
-
-#: Marks a finished venv: a creation that died half-way is redone, not reused.
-READY_MARK = ".submitter-ready"
-
-_VENV_SCRIPT = r"""
-venv=$1; python=$2; system_site=$3; shift 3
-mkdir -p -- "$(dirname -- "$venv")" || exit 5
-exec 9>"$venv.lock" || exit 5
-if ! flock --nonblock 9; then
-    echo "waiting: another job is creating $venv" >&2
-    flock 9 || exit 5
-fi
-if [ -f "$venv/READY_MARK" ]; then
-    echo reused
-    exit 0
-fi
-rm -rf -- "$venv"
-if [ "$system_site" = yes ]; then
-    "$python" -m venv --system-site-packages -- "$venv" || exit 3
-else
-    "$python" -m venv -- "$venv" || exit 3
-fi
-if [ "$#" -gt 0 ]; then
-    "$venv/bin/python" -m pip install --disable-pip-version-check --no-input --quiet -- "$@" \
-        || { rm -rf -- "$venv"; exit 4; }
-fi
-touch -- "$venv/READY_MARK"
-echo created
-""".replace("READY_MARK", READY_MARK)
-
-
-def venv_path(
-    base: str,
-    name: str,
-    packages: Sequence[str],
-    *,
-    system_site_packages: bool,
-    python: str,
-    modules: Sequence[str],
-) -> str:
-    """Where the venv for this name and package set lives (same inputs, same folder)."""
-    identity = json.dumps(
-        {
-            "packages": sorted(packages),
-            "system_site_packages": system_site_packages,
-            "python": python,
-            "modules": list(modules),
-        },
-        sort_keys=True,
-    )
-    key = hashlib.sha256(identity.encode()).hexdigest()[:12]
-    return f"{base}/submitter/venvs/{name}-{key}"
+from submitter.usercode import venv as venvs
 
 
 def _module_lines(modules: Sequence[str]) -> list[str]:
@@ -99,18 +45,15 @@ def create_venv_argv(
     system_site_packages: bool,
     modules: Sequence[str],
 ) -> list[str]:
-    """Create the venv at `path` unless it is ready; print `created` or `reused`."""
-    script = _with_setup(cluster, [*_module_lines(modules), _VENV_SCRIPT])
-    return [
-        "bash",
-        "-c",
-        script,
-        "submitter-venv",
+    """Create the venv at `path` on the cluster unless it is ready (`submitter.usercode.venv`:
+    the same recipe as a command job's venv on a worker), after setup and modules."""
+    return venvs.create_venv_argv(
+        [*cluster.setup, *_module_lines(modules)],
         path,
         cluster.python,
-        "yes" if system_site_packages else "no",
-        *packages,
-    ]
+        packages,
+        system_site_packages=system_site_packages,
+    )
 
 
 def batch_wrapper(

@@ -64,6 +64,9 @@ class JobContext:
     #: The phase a handed-off job came back to a worker in (`collecting`, `released`), or
     #: None for a fresh run.
     resumed_phase: str | None = None
+    #: Process groups the run started (a command job's): killed with the pool process if
+    #: the run does not stop within the cancel grace, so none outlives a killed run.
+    process_groups: set[int] = field(default_factory=set)
 
     def log(self, message: str, level: str = "INFO") -> None:
         """Add a line to the job's log (shown by `submitter jobs logs`)."""

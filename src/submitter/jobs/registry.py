@@ -60,9 +60,17 @@ class UnknownKind(LookupError):
 def all_kinds() -> dict[str, JobKind]:
     # Imported here so that adding a kind is one line and nothing imports kinds at start-up
     # that does not need them.
-    from submitter.jobs import describe, echo, predict, slurm, sweep, train
+    from submitter.jobs import command, describe, echo, predict, slurm, sweep, train
 
-    kinds = (echo.KIND, describe.KIND, train.KIND, predict.KIND, slurm.KIND, sweep.KIND)
+    kinds = (
+        echo.KIND,
+        describe.KIND,
+        train.KIND,
+        predict.KIND,
+        slurm.KIND,
+        sweep.KIND,
+        command.KIND,
+    )
     return {kind.name: kind for kind in kinds}
 
 

@@ -24,41 +24,35 @@ import re
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection
 
 from submitter.hpc import limits, slurm
 from submitter.hpc.accounting import AccountingLookup
 from submitter.hpc.clusters import ClusterConfig, UnknownCluster, find_cluster
-from submitter.hpc.environment import (
-    batch_wrapper,
-    check_modules_argv,
-    create_venv_argv,
-    venv_path,
-)
+from submitter.hpc.environment import batch_wrapper, check_modules_argv, create_venv_argv
 from submitter.hpc.pool import POOL
-from submitter.hpc.staging import (
-    CONTROL_DIR,
-    Upload,
-    check_pattern,
-    check_target,
-    job_folder,
-    put_upload,
-    select_files,
-)
+from submitter.hpc.staging import CONTROL_DIR, job_folder, put_upload
 from submitter.hpc.transport import Transport
 from submitter.jobs.context import HandedOff, JobCancelled, JobContext, JobFailed
 from submitter.jobs.registry import JobKind, ResolvedSpec
-from submitter.storage.keys import InvalidName
+from submitter.usercode.spec import (
+    WORD,
+    Files,
+    Venv,
+    check_env,
+    collect_matching,
+    resolve_provided,
+    spec_error,
+    upload_of,
+)
+from submitter.usercode.venv import venv_path
 
 if TYPE_CHECKING:
     from submitter.runtime import Runtime
 
-_WORD = r"^[A-Za-z0-9_.+-]{1,64}$"
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+_WORD = WORD
 _MODULE = r"^[A-Za-z0-9_.+@/-]{1,128}$"
 _TIME = r"^(\d+|\d+:\d{1,2}|\d+:\d{1,2}:\d{1,2}|\d+-\d+|\d+-\d+:\d{1,2}|\d+-\d+:\d{1,2}:\d{1,2})$"
-_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
-SOURCES = ("dataset:", "artifact:", "inline:")
 #: Lines of the SLURM output copied into the job log (all of it goes to the store).
 LOG_TAIL_LINES = 200
 
@@ -78,24 +72,6 @@ class SlurmResources(BaseModel):
     time: str | None = Field(default=None, pattern=_TIME, description="e.g. 10, 1:00:00, 1-0")
 
 
-class Venv(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    name: str = Field(pattern=_WORD)
-    packages: list[str] = Field(default_factory=list, max_length=500)
-    system_site_packages: bool = False
-
-    @field_validator("packages")
-    @classmethod
-    def _check_packages(cls, value: list[str]) -> list[str]:
-        for package in value:
-            if not package.strip() or package.startswith("-") or _CONTROL_CHARS.search(package):
-                raise ValueError(
-                    f"{package!r} is not a requirement (no options, no control characters)"
-                )
-        return value
-
-
 class Environment(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -109,43 +85,6 @@ class Environment(BaseModel):
             if not re.match(_MODULE, module):
                 raise ValueError(f"{module!r} is not a module name")
         return value
-
-
-class ProvidedFile(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    source: str = Field(description="dataset:<ref>, artifact:<job id>/<name> or inline:<text>")
-    target: str = Field(description="Path inside the job folder.")
-
-    @field_validator("source")
-    @classmethod
-    def _check_source(cls, value: str) -> str:
-        if not value.startswith(SOURCES):
-            raise ValueError(f"must start with one of {', '.join(SOURCES)}")
-        return value
-
-    @field_validator("target")
-    @classmethod
-    def _check_target(cls, value: str) -> str:
-        try:
-            return check_target(value)
-        except InvalidName as error:
-            raise ValueError(str(error)) from None
-
-
-class Files(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    provide: list[ProvidedFile] = Field(default_factory=list, max_length=1000)
-    collect: list[str] = Field(default_factory=list, max_length=100)
-
-    @field_validator("collect")
-    @classmethod
-    def _check_collect(cls, value: list[str]) -> list[str]:
-        try:
-            return [check_pattern(p) for p in value]
-        except InvalidName as error:
-            raise ValueError(str(error)) from None
 
 
 class SlurmSpec(BaseModel):
@@ -171,12 +110,7 @@ class SlurmSpec(BaseModel):
     @field_validator("env")
     @classmethod
     def _check_env(cls, value: dict[str, str]) -> dict[str, str]:
-        for name, text in value.items():
-            if not _ENV_NAME.match(name):
-                raise ValueError(f"{name!r} is not an environment variable name")
-            if "\x00" in text:
-                raise ValueError(f"value of {name} contains a NUL byte")
-        return value
+        return check_env(value)
 
     def script_text(self) -> str:
         if self.script is not None:
@@ -190,45 +124,14 @@ class SlurmSpec(BaseModel):
 def resolve_spec(
     clusters: list[ClusterConfig], connection: Connection, spec: dict[str, Any]
 ) -> ResolvedSpec:
-    """At submit: the cluster must exist; dataset refs become ids; artifacts must exist."""
-    from submitter.datasets.service import find_id
-    from submitter.db.models import Artifact, Job
-    from submitter.jobs.states import TERMINAL
-
+    """At submit: the cluster must exist; the provided files resolve (`resolve_provided`)."""
     errors: list[dict[str, Any]] = []
-    dataset_ids: list[str] = []
     try:
         find_cluster(clusters, spec["cluster"])
     except UnknownCluster as error:
-        errors.append(_error(["cluster"], str(error), "unknown_cluster", spec["cluster"]))
-    provide = [dict(item) for item in spec["files"]["provide"]]
-    for index, item in enumerate(provide):
-        source: str = item["source"]
-        loc = ["files", "provide", index, "source"]
-        if source.startswith("dataset:"):
-            dataset_id = find_id(connection, source.removeprefix("dataset:"))
-            if dataset_id is None:
-                errors.append(_error(loc, f"no dataset {source[8:]!r}", "unknown_dataset", source))
-                continue
-            item["source"] = f"dataset:{dataset_id}"
-            dataset_ids.append(dataset_id)
-        elif source.startswith("artifact:"):
-            # A job that has not ended yet (typically a dependency) may still write it; the
-            # run then fails clearly if it did not. A finished job must have it now.
-            job_id, _, name = source.removeprefix("artifact:").partition("/")
-            state = connection.scalar(select(Job.state).where(Job.id == job_id))
-            found = connection.scalar(
-                select(Artifact.storage_key).where(Artifact.job_id == job_id, Artifact.name == name)
-            )
-            if state is None or (found is None and state in TERMINAL):
-                msg = f"no artifact {name!r} of job {job_id!r} (artifact:<job id>/<name>)"
-                errors.append(_error(loc, msg, "unknown_artifact", source))
-    resolved = {**spec, "files": {**spec["files"], "provide": provide}}
-    return resolved, dataset_ids, errors
-
-
-def _error(loc: list[Any], msg: str, kind: str, value: Any) -> dict[str, Any]:
-    return {"loc": ["body", "spec", *loc], "msg": msg, "type": kind, "input": value}
+        errors.append(spec_error(["cluster"], str(error), "unknown_cluster", spec["cluster"]))
+    resolved, dataset_ids, more = resolve_provided(connection, spec)
+    return resolved, dataset_ids, errors + more
 
 
 # --------------------------------------------------------------------------- on a worker
@@ -311,27 +214,6 @@ def stage_job(
     )
     transport.put(io.BytesIO(text.encode()), wrapper, mode=0o700)
     return folder, wrapper
-
-
-def upload_of(ctx: JobContext, item: ProvidedFile) -> Upload:
-    """Where a provided file's bytes come from."""
-    kind, _, ref = item.source.partition(":")
-    if kind == "inline":
-        return Upload(item.target, inline=ref)
-    if kind == "dataset":
-        from submitter.datasets.service import resolve
-
-        dataset = resolve(ctx.runtime, ref)
-        return Upload(
-            item.target, store_key=dataset.storage_key, as_csv=item.target.endswith(".csv")
-        )
-    from submitter.jobs.artifacts import artifact_key
-
-    job_id, _, name = ref.partition("/")
-    key = artifact_key(job_id, name)
-    if not ctx.runtime.store.exists(key):
-        raise JobFailed(f"{item.source}: job {job_id} has no artifact {name!r}")
-    return Upload(item.target, store_key=key)
 
 
 def _ensure_venv(spec: SlurmSpec, ctx: JobContext, cluster: ClusterConfig, base: str) -> str:
@@ -457,16 +339,8 @@ def _collect(
     spec: SlurmSpec, ctx: JobContext, transport: Transport, folder: str, slurm_id: str
 ) -> list[str]:
     """SLURM's output and the files matching `files.collect` → the job's artifacts."""
-    files = list(transport.walk(folder))
     logs = [f"slurm-{slurm_id}.out", f"slurm-{slurm_id}.err"]
-    chosen = select_files(files, [*logs, *spec.files.collect])
-    names = []
-    for remote in chosen:
-        ctx.check_cancelled()
-        local = ctx.workdir / remote.path
-        local.parent.mkdir(parents=True, exist_ok=True)
-        transport.get(f"{folder}/{remote.path}", local)
-        names.append(remote.path)
+    names = collect_matching(ctx, transport, folder, logs, spec.files.collect)
     for name, level in zip(logs, ("INFO", "WARNING"), strict=True):
         path = ctx.workdir / name
         if path.is_file() and path.stat().st_size:
@@ -474,10 +348,6 @@ def _collect(
             shown = lines[-LOG_TAIL_LINES:]
             header = f"{name}, last {len(shown)} of {len(lines)} lines:"
             ctx.log("\n".join([header, *shown]), level)
-    missing = [p for p in spec.files.collect if not any(select_files(files, [p]))]
-    if missing:
-        ctx.log(f"no file matched: {', '.join(missing)}", "WARNING")
-    ctx.log(f"collected {len(names)} file(s) from the job folder")
     return names
 
 

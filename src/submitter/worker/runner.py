@@ -22,6 +22,7 @@ SQLAlchemy Core: the dispatch benchmark showed the ORM and per-line commits domi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -276,6 +277,7 @@ def _execute(
         pending,
         kill_on_stuck=in_pool_child,
         workdir=workdir,
+        process_groups=context.process_groups,
     )
     heartbeat.start()
     result: Any = None
@@ -447,9 +449,11 @@ class Heartbeat(threading.Thread):
         *,
         kill_on_stuck: bool,
         workdir: Path | None = None,
+        process_groups: set[int] | None = None,
     ) -> None:
         super().__init__(name=f"heartbeat-{job_id}", daemon=True)
         self.workdir = workdir
+        self.process_groups = process_groups if process_groups is not None else set()
         self.runtime = runtime
         self.job_id = job_id
         self.token = token
@@ -494,4 +498,7 @@ class Heartbeat(threading.Thread):
         logger.warning("job %s did not stop within %.0fs of cancel: killing", self.job_id, grace)
         if self.workdir is not None:  # no `finally` runs after SIGKILL: clean up first
             shutil.rmtree(self.workdir, ignore_errors=True)
+        for group in list(self.process_groups):  # nor would the run kill what it started
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(group, signal.SIGKILL)
         os.kill(os.getpid(), signal.SIGKILL)

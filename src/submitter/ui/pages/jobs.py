@@ -13,6 +13,8 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response, Streamin
 
 from submitter.api.inputs import _body_errors
 from submitter.api.sse import sse_response
+from submitter.jobmetrics import charts
+from submitter.jobmetrics import service as jobmetrics
 from submitter.jobs import artifacts, service
 from submitter.jobs.events import job_events, resume_cursor
 from submitter.jobs.registry import all_kinds
@@ -36,6 +38,8 @@ LOG_LINES = 1000
 #: Everything else is sent as a download, and never as this site's HTML or SVG.
 INLINE_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp"})
 ACTIVE_STATES = frozenset(state.value for state in ACTIVE)
+#: Metric charts on a job's page: how many, of what size, from at most this many values.
+CHARTS, CHART_WIDTH, CHART_HEIGHT, CHART_VALUES = 12, 320, 90, 50_000
 
 
 def _job_id(job_id: str, runtime: RuntimeDep, _: UiViewer) -> str:
@@ -194,7 +198,26 @@ def _job_context(runtime: RuntimeDep, job_id: str) -> dict[str, Any]:
         "artifacts": files,
         "active": job.state.value in ACTIVE_STATES,
         "model_link": model_link,
+        "metric_charts": _metric_charts(runtime, job_id),
     }
+
+
+def _metric_charts(runtime: RuntimeDep, job_id: str) -> list[dict[str, Any]]:
+    """One small line chart (SVG polyline points, drawn here) per metric the job reported."""
+    rows, _ = jobmetrics.list_metrics(runtime, job_id, name=None, limit=CHART_VALUES, offset=0)
+    items = [{"name": r.name, "step": r.step, "value": r.value} for r in rows]
+    return [
+        {
+            "name": one.name,
+            "points": charts.svg_points(one, CHART_WIDTH, CHART_HEIGHT),
+            "last": one.last,
+            "step": one.steps[-1],
+            "low": min(one.values),
+            "high": max(one.values),
+            "count": len(one.values),
+        }
+        for one in charts.series(items)[:CHARTS]
+    ]
 
 
 @router.get("/{job_id}")
