@@ -179,13 +179,16 @@ def test_dataset_in_venv_python_out_with_accounting(hpc: Stack, slurm_cluster: T
         "json.dump(summary, open('out/summary.json', 'w'))\n"
         "open('out/ignored.tmp', 'w').write('not collected')\n"
         "print('analysed', len(rows), 'rows')\n"
+        "import submitter_metrics  # on PYTHONPATH in every job, not in the venv\n"
+        "for step in range(3): submitter_metrics.log('seen', (step + 1) * len(rows), step)\n"
         "# Hold 60 MB past one accounting sample (JobAcctGatherFrequency=5): a real MaxRSS.\n"
         "import time; block = bytearray(60_000_000); time.sleep(6)\n"
     )
     job = _slurm_job(
         hpc,
         name="analysis",
-        script="#!/bin/bash\nset -e\ntestenv-hello\npython analysis.py\necho to-stderr >&2\n",
+        script="#!/bin/bash\nset -e\ntestenv-hello\npython analysis.py\necho to-stderr >&2\n"
+        'echo \'{"name": "shell", "value": 1}\' >> "$SUBMITTER_METRICS"\n',
         resources={"cpus_per_task": 1, "mem": "200M", "time": "10"},
         environment={
             "modules": [slurm_cluster.module_name],
@@ -226,6 +229,16 @@ def test_dataset_in_venv_python_out_with_accounting(hpc: Stack, slurm_cluster: T
     log = "\n".join(hpc.logs(job["id"]))
     assert "analysed 100 rows" in log and "to-stderr" in log
     assert f"SLURM job {slurm_id}" in log and "venv analysis created" in log
+
+    # The metrics file is collected with the outputs.
+    assert current["result"]["metrics"] == 4
+    metrics = hpc.api.get(f"/api/v1/jobs/{job['id']}/metrics", headers=hpc.headers("viewer"))
+    assert [(m["name"], m["step"], m["value"]) for m in metrics.json()["items"]] == [
+        ("seen", 0, 100.0),
+        ("seen", 1, 200.0),
+        ("seen", 2, 300.0),
+        ("shell", 0, 1.0),
+    ]
 
     accounting = current["result"]["slurm"]
     assert accounting["state"] == "COMPLETED" and accounting["exit_code"] == 0

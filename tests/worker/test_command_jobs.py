@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -23,6 +22,7 @@ from fastapi.testclient import TestClient
 from submitter.api.app import create_app
 from submitter.client import Client, JobHandle
 from tests.conftest import Stack, eventually, make_backend, make_stack
+from tests.services import _free_ports
 
 VENV = {"name": "cmdtest", "packages": [], "system_site_packages": True}
 ANALYSE = """\
@@ -44,19 +44,12 @@ print("a warning", file=sys.stderr)
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @pytest.fixture(scope="module")
 def cmd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, str]]:
     """The embedded stack (command jobs on by default there) and a served API's URL."""
     home = tmp_path_factory.mktemp("command")
     with make_backend("embedded", home) as backend:
-        backend.env["SUBMITTER_API_PORT"] = str(_free_port())
+        backend.env["SUBMITTER_API_PORT"] = str(_free_ports()[0])
         with make_stack(backend, beat=False) as stack:
             api = stack.start("api")
             url = f"http://127.0.0.1:{backend.env['SUBMITTER_API_PORT']}"

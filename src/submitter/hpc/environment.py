@@ -66,6 +66,8 @@ def batch_wrapper(
     venv: str | None,
     env: dict[str, str],
     times_file: str,
+    metrics_file: str | None = None,
+    helper_dir: str | None = None,
 ) -> str:
     """The script sbatch runs: environment, then the user's script, then CPU time.
 
@@ -81,6 +83,12 @@ def batch_wrapper(
     if venv is not None:
         lines.append(f"source {shlex.quote(venv + '/bin/activate')} || exit 2")
     lines += [f"export {name}={shlex.quote(value)}" for name, value in env.items()]
+    # After the spec's env: Submitter's own win, and a PYTHONPATH set by a module or the
+    # spec is kept behind the folder of the metrics helper.
+    if metrics_file is not None:
+        lines.append(f"export SUBMITTER_METRICS={shlex.quote(metrics_file)}")
+    if helper_dir is not None:
+        lines.append(f"export PYTHONPATH={shlex.quote(helper_dir)}${{PYTHONPATH:+:$PYTHONPATH}}")
     lines += [
         f"cd {shlex.quote(folder)} || exit 2",
         f"if head -c 2 {shlex.quote(script)} | grep -q '^#!'; then",

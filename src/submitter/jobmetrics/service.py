@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import tempfile
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy import delete, func, insert, select
 
@@ -14,6 +16,10 @@ from submitter.db.types import utcnow
 from submitter.jobmetrics.parse import Metric, MetricsReader
 from submitter.jobs.service import JobNotFound
 from submitter.runtime import Runtime
+
+if TYPE_CHECKING:
+    from submitter.hpc.transport import Transport
+    from submitter.jobs.context import JobContext
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +104,17 @@ def record_file(runtime: Runtime, job_id: str, path: Path, log: Callable[[str, s
     sink.add(metrics, problems)
     sink.summary()
     return sink.count
+
+
+def collect_metrics(ctx: JobContext, transport: Transport, remote: str) -> int:
+    """The metrics file a job left in its folder (a SLURM job's, after it ended) → its
+    metrics; the number recorded."""
+    if not transport.exists(remote):
+        return 0
+    with tempfile.TemporaryDirectory(prefix="submitter-metrics-") as scratch:
+        local = Path(scratch) / "metrics.jsonl"
+        transport.get(remote, local)
+        return record_file(ctx.runtime, ctx.job_id, local, ctx.log)
 
 
 class Follower(threading.Thread):

@@ -42,9 +42,9 @@ from submitter.jobs.context import JobCancelled, JobContext, JobFailed
 from submitter.jobs.registry import JobKind, ResolvedSpec
 from submitter.usercode import process
 from submitter.usercode.spec import (
+    EnvVars,
     Files,
     Venv,
-    check_env,
     collect_matching,
     resolve_provided,
     stage_provided,
@@ -96,7 +96,7 @@ class CommandSpec(BaseModel):
     )
     environment: CommandEnvironment = Field(default_factory=CommandEnvironment)
     files: Files = Field(default_factory=Files)
-    env: dict[str, str] = Field(default_factory=dict, max_length=500)
+    env: EnvVars
     timeout_seconds: float | None = Field(default=None, gt=0, le=30 * 86400)
     resources: CommandResources = Field(default_factory=CommandResources)
 
@@ -111,11 +111,6 @@ class CommandSpec(BaseModel):
         if any("\x00" in p for p in parts):
             raise ValueError("must not contain NUL bytes")
         return value
-
-    @field_validator("env")
-    @classmethod
-    def _check_env(cls, value: dict[str, str]) -> dict[str, str]:
-        return check_env(value)
 
     @model_validator(mode="after")
     def _no_submitter_variables(self) -> CommandSpec:

@@ -33,13 +33,15 @@ from submitter.hpc.environment import batch_wrapper, check_modules_argv, create_
 from submitter.hpc.pool import POOL
 from submitter.hpc.staging import CONTROL_DIR, job_folder, put_upload
 from submitter.hpc.transport import Transport
+from submitter.jobmetrics import HELPER, METRICS_FILE
+from submitter.jobmetrics.service import collect_metrics
 from submitter.jobs.context import HandedOff, JobCancelled, JobContext, JobFailed
 from submitter.jobs.registry import JobKind, ResolvedSpec
 from submitter.usercode.spec import (
     WORD,
+    EnvVars,
     Files,
     Venv,
-    check_env,
     collect_matching,
     resolve_provided,
     spec_error,
@@ -99,18 +101,13 @@ class SlurmSpec(BaseModel):
     resources: SlurmResources = Field(default_factory=SlurmResources)
     environment: Environment = Field(default_factory=Environment)
     files: Files = Field(default_factory=Files)
-    env: dict[str, str] = Field(default_factory=dict, max_length=500)
+    env: EnvVars
 
     @model_validator(mode="after")
     def _one_of_script_or_command(self) -> SlurmSpec:
         if (self.script is None) == (self.command is None):
             raise ValueError("give exactly one of script or command")
         return self
-
-    @field_validator("env")
-    @classmethod
-    def _check_env(cls, value: dict[str, str]) -> dict[str, str]:
-        return check_env(value)
 
     def script_text(self) -> str:
         if self.script is not None:
@@ -202,6 +199,10 @@ def stage_job(
     script = f"{folder}/{CONTROL_DIR}/script"
     wrapper = f"{folder}/{CONTROL_DIR}/job.sbatch"
     transport.put(io.BytesIO(spec.script_text().encode()), script, mode=0o700)
+    helper_dir = f"{folder}/{CONTROL_DIR}/lib"
+    transport.makedirs(helper_dir)
+    with open(HELPER, "rb") as helper:
+        transport.put(helper, f"{helper_dir}/{HELPER.name}")
     text = batch_wrapper(
         cluster,
         job_id=job_id,
@@ -211,6 +212,8 @@ def stage_job(
         venv=venv,
         env=spec.env,
         times_file=f"{folder}/{CONTROL_DIR}/times",
+        metrics_file=f"{folder}/{CONTROL_DIR}/{METRICS_FILE}",
+        helper_dir=helper_dir,
     )
     transport.put(io.BytesIO(text.encode()), wrapper, mode=0o700)
     return folder, wrapper
@@ -315,6 +318,7 @@ def _follow_up(
         "slurm_job_id": slurm_id,
         "slurm": accounting.as_dict(),
         "collected": collected,
+        "metrics": collect_metrics(ctx, transport, f"{folder}/{CONTROL_DIR}/{METRICS_FILE}"),
     }
     state, message = slurm.outcome(accounting)
     ctx.log(f"SLURM job {slurm_id} ended {accounting.state} (exit code {accounting.exit_code})")

@@ -14,9 +14,9 @@ provided files at run time.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import Connection, select
 
 from submitter.hpc.staging import Upload, check_pattern, check_target, put_upload, select_files
@@ -96,6 +96,12 @@ def check_env(value: dict[str, str]) -> dict[str, str]:
         if "\x00" in text:
             raise ValueError(f"value of {name} contains a NUL byte")
     return value
+
+
+#: A spec's `env` field: variables set for the job's command.
+EnvVars = Annotated[
+    dict[str, str], Field(default_factory=dict, max_length=500), AfterValidator(check_env)
+]
 
 
 # --------------------------------------------------------------------------- submit time
