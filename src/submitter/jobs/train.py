@@ -123,6 +123,7 @@ def run(spec: TrainSpec, ctx: JobContext) -> dict[str, Any]:
     from submitter.datasets.service import open_parquet, resolve
     from submitter.locks import LockWaitStopped, exclusive
     from submitter.ml import TrainingStopped, save, train
+    from submitter.ml.compiled import compile_pipeline
     from submitter.registry.service import register_version
 
     runtime = ctx.runtime
@@ -166,6 +167,16 @@ def run(spec: TrainSpec, ctx: JobContext) -> dict[str, Any]:
             for row in leaderboard:
                 ctx.log(f"{row['model']:>10}  {result.metric} {row.get(result.metric)}")
             (ctx.workdir / "leaderboard.json").write_text(json.dumps(leaderboard, indent=2))
+            ctx.progress(None, f"compiling {result.best_model}", "registering")
+            compilation = compile_pipeline(
+                result.pipeline, result.feature_schema, result.task, result.classes,
+                result.X_holdout,
+            )  # fmt: skip
+            serving = compilation.serving
+            ctx.log(
+                f"serving with {serving['path']}"
+                + (f": {serving['reason']}" if serving.get("reason") else "")
+            )
             ctx.progress(None, f"registering {result.best_model}", "registering")
             with tempfile.TemporaryDirectory(prefix="submitter-model-") as tmp:
                 model_file = Path(tmp) / "model.skops"
@@ -174,12 +185,17 @@ def run(spec: TrainSpec, ctx: JobContext) -> dict[str, Any]:
                     runtime,
                     name=spec.model_name,
                     model_file=model_file,
+                    compiled=compilation.onnx,
                     fields={
                         "task": result.task,
                         "algorithm": result.best_model,
                         "metric": result.metric,
                         "metrics": _json_safe(
-                            {"cv": leaderboard[0], "holdout": result.holdout_metrics}
+                            {
+                                "cv": leaderboard[0],
+                                "holdout": result.holdout_metrics,
+                                "serving": serving,
+                            }
                         ),
                         "leaderboard": leaderboard,
                         "params": _json_safe(result.params),

@@ -203,6 +203,13 @@ def check_rows(schema: Schema, rows: Any, *, allow_extra: bool = False) -> pd.Da
         rows = rows.to_pandas()
     if isinstance(rows, pd.DataFrame):
         return _check_frame(schema, rows, allow_extra)
+    return _frame(schema, check_columns(schema, rows, allow_extra=allow_extra))
+
+
+def check_columns(schema: Schema, rows: Any, *, allow_extra: bool = False) -> dict[str, list[Any]]:
+    """`check_rows` for JSON input, stopping short of the DataFrame: each schema column as a
+    list of model-frame values (float or NaN; str or NaN). The compiled model takes these as
+    they are, and building a DataFrame costs more than the rest of a 1-row request."""
     if isinstance(rows, Mapping):
         return _check_split(schema, rows, allow_extra)
     if isinstance(rows, Sequence) and not isinstance(rows, str | bytes):
@@ -210,7 +217,7 @@ def check_rows(schema: Schema, rows: Any, *, allow_extra: bool = False) -> pd.Da
     raise SchemaError("rows", "expected a list of objects or {'columns': [...], 'data': [...]}")
 
 
-def _check_records(schema: Schema, rows: Sequence[Any], allow_extra: bool) -> pd.DataFrame:
+def _check_records(schema: Schema, rows: Sequence[Any], allow_extra: bool) -> dict[str, list[Any]]:
     if not rows:
         raise SchemaError("rows", "no rows given")
     names = [f["name"] for f in schema]
@@ -228,10 +235,12 @@ def _check_records(schema: Schema, rows: Sequence[Any], allow_extra: bool) -> pd
             if name not in row:
                 raise SchemaError(f"rows[{i}].{name}", "missing column")
             columns[name].append(_coerce_at(field, row[name], f"rows[{i}].{name}"))
-    return _frame(schema, columns)
+    return columns
 
 
-def _check_split(schema: Schema, table: Mapping[str, Any], allow_extra: bool) -> pd.DataFrame:
+def _check_split(
+    schema: Schema, table: Mapping[str, Any], allow_extra: bool
+) -> dict[str, list[Any]]:
     given, data = table.get("columns"), table.get("data")
     if not isinstance(given, Sequence) or isinstance(given, str):
         raise SchemaError("columns", "expected a list of column names")
@@ -247,7 +256,7 @@ def _check_split(schema: Schema, table: Mapping[str, Any], allow_extra: bool) ->
         for field in schema:
             name = field["name"]
             columns[name].append(_coerce_at(field, row[positions[name]], f"data[{i}].{name}"))
-    return _frame(schema, columns)
+    return columns
 
 
 def _column_positions(schema: Schema, given: list[str], allow_extra: bool) -> dict[str, int]:

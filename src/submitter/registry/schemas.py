@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from submitter.db.types import INT32_MAX
 
@@ -37,12 +37,27 @@ class ModelVersionOut(BaseModel):
     size: int
     sha256: str
     created_at: datetime
+    serving: str = Field(
+        default="sklearn",
+        description="How predictions are computed: `onnx` (the compiled model, which passed "
+        "the parity check against scikit-learn at registration) or `sklearn`.",
+    )
+    serving_reason: str | None = Field(
+        default=None, description="Why `sklearn` serves this version (None for `onnx`)."
+    )
     plots: list[str] = Field(
         default_factory=list,
         description="Artifact names of the training job's plots (`plots/roc.png`, ...), "
         "downloadable at /api/v1/jobs/{job_id}/artifacts/{name}; empty until that job has "
         "finished, and for versions trained before plots were made.",
     )
+
+    @model_validator(mode="after")
+    def _serving(self) -> ModelVersionOut:
+        from submitter.ml.compiled import serving_summary
+
+        self.serving, self.serving_reason = serving_summary(self.metrics.get("serving"))
+        return self
 
 
 class AliasIn(BaseModel):

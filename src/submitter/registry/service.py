@@ -1,6 +1,8 @@
 """Registry operations: register a trained version, list, resolve by version or alias.
 
-A version's file lives in the artifact store at `models/<version id>/model.skops`; the row
+A version's file lives in the artifact store at `models/<version id>/model.skops`, and its
+compiled form, when it passed the parity check (`submitter.ml.compiled`), beside it as
+`model.onnx`; `metrics["serving"]` records which of the two predictions use and why. The row
 holds its metrics, feature schema and provenance (dataset version, job). Aliases
 (`production`, `staging`, ...) point at a version and are moved by one update, which the
 API's predictor cache sees on the next request.
@@ -22,9 +24,13 @@ from submitter.db.types import utcnow
 from submitter.names import NAME_RULE, FieldError, is_valid_name
 from submitter.runtime import Runtime
 from submitter.storage import join_key
+from submitter.ttlcache import invalidate
 
 ALIAS_PATTERN = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
 DEFAULT_ALIAS = "production"
+COMPILED_FILE = "model.onnx"
+MODELS_TOPIC = "model-versions"
+"""`ttlcache` topic of resolved versions: registering or moving an alias invalidates it."""
 PLOTS_PREFIX = "plots/"
 """A version's plots are the artifacts of its training job under this folder."""
 
@@ -43,14 +49,20 @@ def validate_name(name: str, field: str = "model_name") -> str:
     return name
 
 
+def compiled_key(version: ModelVersion) -> str:
+    """Where a version's ONNX file is: beside its skops file."""
+    return join_key(version.storage_key.rsplit("/", 1)[0], COMPILED_FILE)
+
+
 def register_version(
     runtime: Runtime,
     *,
     name: str,
     model_file: Path,
     fields: dict[str, Any],
+    compiled: bytes | None = None,
 ) -> ModelVersion:
-    """Store `model_file` and record it as the next version of `name`.
+    """Store `model_file` (and `compiled`, its ONNX form) as the next version of `name`.
 
     `fields` are the ModelVersion columns describing it (task, algorithm, metric, metrics,
     leaderboard, params, feature_schema, classes, target, dataset_id, job_id).
@@ -59,6 +71,12 @@ def register_version(
     version_id = uuid.uuid4().hex
     key = join_key("models", version_id, "model.skops")
     stored = runtime.store.put_file(key, model_file)
+    if compiled is not None:
+        try:
+            runtime.store.put_bytes(join_key("models", version_id, COMPILED_FILE), compiled)
+        except BaseException:
+            runtime.store.delete(key)
+            raise
     row = {
         **fields,
         "id": version_id,
@@ -91,7 +109,10 @@ def register_version(
             raise RuntimeError(f"could not allocate a version of model {name!r}")
     except BaseException:
         runtime.store.delete(key)
+        if compiled is not None:
+            runtime.store.delete(join_key("models", version_id, COMPILED_FILE))
         raise
+    invalidate(MODELS_TOPIC)  # "latest" changed: this process's predictions see it at once
     with runtime.sessions() as session:
         version = session.get(ModelVersion, version_id)
         assert version is not None
@@ -190,6 +211,7 @@ def set_alias(runtime: Runtime, name: str, alias: str, version: int) -> dict[str
         else:
             row.version = version
             row.updated_at = utcnow()
+    invalidate(MODELS_TOPIC)  # seen at once here; in other processes within RESOLVE_TTL
     return {"model": name, "alias": alias, "version": version}
 
 
