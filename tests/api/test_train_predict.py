@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import time
 import uuid
 from datetime import datetime
 from typing import Any
@@ -125,9 +126,20 @@ def test_train_register_predict_and_batch_predict(stack: Stack) -> None:
         headers=stack.headers("viewer"),
     ).json()
     assert realtime["predictions"] == [r["prediction"] for r in first_rows]
+    # Real time is served by the compiled (float32) model, the batch job by scikit-learn:
+    # equal to the parity check's tolerance (submitter.ml.compiled.PROBABILITY_TOLERANCE).
     assert np.allclose(
-        [p[1] for p in realtime["probabilities"]], [r["probability_yes"] for r in first_rows]
+        [p[1] for p in realtime["probabilities"]],
+        [r["probability_yes"] for r in first_rows],
+        rtol=0,
+        atol=1e-4,
     )
+    version_out = stack.api.get(
+        f"/api/v1/models/{name}/versions/1", headers=stack.headers("viewer")
+    ).json()
+    assert version_out["serving"] in ("onnx", "sklearn"), version_out
+    if result["best_model"] in ("lr", "dt"):  # both convert: the compiled path serves
+        assert version_out["serving"] == "onnx", version_out["serving_reason"]
 
 
 @pytest.mark.parametrize(
@@ -201,6 +213,23 @@ def test_alias_switch_reaches_predictions_at_once(stack: Stack) -> None:
         f"/api/v1/models/{name}/predict", params={"alias": "canary"}, json=rows, headers=viewer
     )
     assert missing.status_code == 404
+
+    # Moved by another process (a plain UPDATE: no invalidation reaches this API's cache):
+    # served within RESOLVE_TTL, the staleness the cache promises (< 1 s).
+    from sqlalchemy import update
+
+    from submitter.db.models import ModelAlias
+    from submitter.registry.predictors import RESOLVE_TTL
+
+    assert served() == 2
+    with stack.runtime.transaction() as session:
+        session.execute(
+            update(ModelAlias)
+            .where(ModelAlias.model_name == name, ModelAlias.alias == "production")
+            .values(version=1)
+        )
+    time.sleep(RESOLVE_TTL + 0.05)
+    assert served() == 1
 
 
 def test_two_trainings_of_one_name_run_one_after_the_other(stack: Stack) -> None:

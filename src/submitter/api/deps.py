@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request, status
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from submitter.runtime import Runtime
-from submitter.security import Principal, Role, authenticate
+from submitter.security import Principal, Role, authenticate_cached, hash_key, key_cache
 
 _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer sk_...`")
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime
 
@@ -22,10 +23,13 @@ def get_runtime(request: Request) -> Runtime:
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
-def get_principal(
+async def get_principal(
+    request: Request,
     runtime: RuntimeDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
+    """The caller, from a key cache (`security.KEY_TTL`): async, so that a hit costs neither
+    a database read nor a thread-pool hop; a miss reads in the thread pool as before."""
     if credentials is None or not credentials.credentials:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
@@ -34,12 +38,20 @@ def get_principal(
             headers={"WWW-Authenticate": "Bearer"},
         )
     admin_key = runtime.settings.admin_key
-    principal = authenticate(
-        runtime.reads,
-        runtime.sessions,
-        credentials.credentials,
-        admin_key.get_secret_value() if admin_key else None,
-    )
+    cache = getattr(request.app.state, "keys", None)
+    if cache is None:
+        cache = request.app.state.keys = key_cache()
+    token = credentials.credentials
+    hit, principal = cache.lookup(hash_key(token))
+    if not hit:
+        principal = await run_in_threadpool(
+            authenticate_cached,
+            cache,
+            runtime.reads,
+            runtime.sessions,
+            token,
+            admin_key.get_secret_value() if admin_key else None,
+        )
     if principal is None:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
@@ -49,10 +61,10 @@ def get_principal(
     return principal
 
 
-def require(role: Role) -> Callable[[Principal], Principal]:
+def require(role: Role) -> Callable[..., Any]:
     """A dependency that lets through callers with at least `role`."""
 
-    def check(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+    async def check(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
         if not principal.role.allows(role):
             raise HTTPException(
                 status.HTTP_403_FORBIDDEN,

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
-from fastapi import APIRouter, Query, Request
+import orjson
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 
 from submitter.api.deps import RuntimeDep, User, Viewer
 from submitter.api.errors import API_ERRORS, responses
@@ -61,8 +63,8 @@ def set_alias(name: str, alias: str, body: AliasIn, runtime: RuntimeDep, _: User
     return AliasOut.model_validate(service.set_alias(runtime, name, alias, body.version))
 
 
-@router.post("/{name}/predict", responses=responses(404))
-def predict(
+@router.post("/{name}/predict", responses=responses(404), response_class=JSONResponse)
+async def predict(
     name: str,
     body: PredictIn,
     request: Request,
@@ -70,7 +72,7 @@ def predict(
     _: Viewer,
     version: Annotated[int | None, Query(ge=1, le=INT32_MAX)] = None,
     alias: str | None = None,
-) -> dict[str, Any]:
+) -> Response:
     """Predict up to 10,000 rows with `?version=`, `?alias=`, else `production`, else latest.
 
     Classifiers also return class probabilities, in the order of `classes`.
@@ -89,7 +91,7 @@ def predict(
         )
     started = time.perf_counter()
     try:
-        result = predictors.predict(
+        result = await predictors.predict_async(
             runtime, request.app.state.predictors, name, body, version=version, alias=alias
         )
     except SchemaError as error:
@@ -98,4 +100,4 @@ def predict(
         ) from None
     # Successful predictions only: an unknown model is a 404 and must not become a series.
     request.app.state.metrics.observe_prediction(name, time.perf_counter() - started)
-    return result
+    return Response(orjson.dumps(result), media_type="application/json")
