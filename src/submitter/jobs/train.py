@@ -206,9 +206,10 @@ def run(spec: TrainSpec, ctx: JobContext) -> dict[str, Any]:
                         "job_id": ctx.job_id,
                     },
                 )
+            # Inside the lock, so the log shows each training's hold ending before the next.
+            ctx.log(f"registered {spec.model_name} version {version.version} ({result.best_model})")
     except (TrainingStopped, LockWaitStopped):
         raise JobCancelled() from None
-    ctx.log(f"registered {spec.model_name} version {version.version} ({result.best_model})")
     # After registering and outside the lock: the version can be promoted, and the next
     # training of this name can start, while the plots are drawn.
     plots = _make_plots(ctx, spec, dataset.name, dataset.version, version.version, result)

@@ -32,7 +32,7 @@ import tempfile
 import threading
 import traceback
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -231,7 +231,11 @@ def _claim(
         if row is None:
             return None
         kind, spec, attempt, external_id, phase = row
-        _write_log(connection, job_id, [("INFO", f"{verb} on {worker_name} (attempt {attempt})")])
+        _write_log(
+            connection,
+            job_id,
+            [("INFO", f"{verb} on {worker_name} (attempt {attempt})", utcnow())],
+        )
         return kind, dict(spec), attempt, external_id, phase
 
 
@@ -373,7 +377,8 @@ def _finish(
     artifacts: list[dict[str, Any]],
 ) -> tuple[str, list[str]]:
     """Record the outcome if the job is still ours; return it and the dependents to settle."""
-    params = {"p_job_id": job_id, "p_token": token, "p_now": utcnow()}
+    now = utcnow()
+    params = {"p_job_id": job_id, "p_token": token, "p_now": now}
     if state == JobState.succeeded:
         params["p_result"] = result
     elif state == JobState.failed:
@@ -386,21 +391,34 @@ def _finish(
             if artifacts:
                 connection.execute(_DELETE_ARTIFACTS, {"p_job_id": job_id})
                 connection.execute(_INSERT_ARTIFACT, artifacts)
-                lines.append(("INFO", f"saved {len(artifacts)} artifact(s)"))
-            lines.append(("INFO", f"finished: {state}"))
+                lines.append(("INFO", f"saved {len(artifacts)} artifact(s)", now))
+            lines.append(("INFO", f"finished: {state}", now))
         else:
             # Cancelled meanwhile, or the lease was taken over: the row is someone else's.
-            lines.append(("INFO", f"run on this worker stopped ({state}): job no longer ours"))
+            lines.append(
+                (
+                    "INFO",
+                    f"run on this worker stopped ({state}): job no longer ours",
+                    now,
+                )
+            )
         _write_log(connection, job_id, lines)
         dependents = list(connection.scalars(_DEPENDENTS, {"p_job_id": job_id}))
     return (str(state) if recorded else "superseded"), dependents
 
 
-def _write_log(connection: Connection, job_id: str, lines: list[tuple[str, str]]) -> None:
+#: (level, message, when the run function logged it)
+LogLine = tuple[str, str, datetime]
+
+
+def _write_log(connection: Connection, job_id: str, lines: list[LogLine]) -> None:
     if lines:
         connection.execute(
             _INSERT_LOG,
-            [{"job_id": job_id, "level": level, "message": text} for level, text in lines],
+            [
+                {"job_id": job_id, "level": level, "message": text, "at": at}
+                for level, text, at in lines
+            ],
         )
 
 
@@ -409,13 +427,15 @@ class PendingWrites:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._lines: list[tuple[str, str]] = []
+        self._lines: list[LogLine] = []
         self._progress: dict[str, Any] = {}
         self._highest = 0.0
 
     def add_line(self, level: str, message: str) -> None:
+        # Stamped now, not when the heartbeat writes it: a line's time is when it happened.
+        at = utcnow()
         with self._lock:
-            self._lines.append((level, message))
+            self._lines.append((level, message, at))
 
     def set_progress(self, fraction: float | None, message: str | None, phase: str | None) -> None:
         """Progress only goes forward: work done in parallel threads (folds) reports out of
@@ -429,7 +449,7 @@ class PendingWrites:
                 if value is not None:
                     self._progress[key] = value
 
-    def take(self) -> tuple[list[tuple[str, str]], dict[str, Any]]:
+    def take(self) -> tuple[list[LogLine], dict[str, Any]]:
         with self._lock:
             lines, progress = self._lines, self._progress
             self._lines, self._progress = [], {}
