@@ -86,7 +86,10 @@ def test_unknown_kind_message_lists_known_kinds(stack: Stack) -> None:
     response = stack.api.post(
         "/api/v1/jobs", json={"kind": "nope", "spec": {}}, headers=stack.headers("user")
     )
-    assert "known kinds: describe, echo" in response.json()["detail"][0]["msg"]
+    message = response.json()["detail"][0]["msg"]
+    listed = message.split("known kinds: ", 1)[1].split(", ")
+    assert {"command", "describe", "echo", "sweep", "train"} <= set(listed)
+    assert listed == sorted(listed)
 
 
 def test_malformed_json_is_422(stack: Stack) -> None:
