@@ -167,17 +167,13 @@ def predict_version(
     from submitter.ml import check_rows
     from submitter.ml.features import check_columns
 
-    result: dict[str, Any] = {"model": model_version.model_name, "version": model_version.version}
     if served.compiled is not None:
         compiled = served.compiled
         labels, probabilities = compiled.run(
             compiled.feed(check_columns(model_version.feature_schema, rows))
         )
-        result["predictions"] = labels
-        if probabilities is not None:
-            result["classes"] = model_version.classes
-            result["probabilities"] = probabilities.tolist()
-        return result
+        return _compiled_result(model_version, labels, probabilities)
+    result: dict[str, Any] = {"model": model_version.model_name, "version": model_version.version}
     frame = check_rows(model_version.feature_schema, rows)
     pipeline: Any = served.pipeline
     # Preprocess once for both calls: Pipeline.predict and .predict_proba would each run
@@ -225,6 +221,13 @@ async def predict_async(
         return await run_in_threadpool(predict_version, model_version, served, rows)
     feed = compiled.feed(check_columns(model_version.feature_schema, rows))
     labels, probabilities = await cache.batcher.run(model_version.id, compiled, feed, len(rows))
+    return _compiled_result(model_version, labels, probabilities)
+
+
+def _compiled_result(
+    model_version: ModelVersion, labels: list[Any], probabilities: Any | None
+) -> dict[str, Any]:
+    """The response body of a compiled model's answer (sync and batched paths alike)."""
     result: dict[str, Any] = {
         "model": model_version.model_name,
         "version": model_version.version,
