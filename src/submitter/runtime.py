@@ -30,6 +30,15 @@ class Runtime:
         self.sessions = make_sessionmaker(self.engine)
         #: For read-only work: on SQLite these do not take the write lock.
         self.reads = make_sessionmaker(self.engine.execution_options(**{SQLITE_BEGIN: "DEFERRED"}))
+        #: For a single statement that is its whole transaction (the worker's claim), used
+        #: as `autocommit.begin()`: no BEGIN and COMMIT round trips on PostgreSQL. SQLite
+        #: keeps its BEGIN IMMEDIATE: there a transaction costs no round trip, and the
+        #: write lock must be taken first.
+        self.autocommit = (
+            self.engine
+            if self.engine.dialect.name == "sqlite"
+            else self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        )
         if celery is not None:
             self.__dict__["celery"] = celery
 

@@ -183,10 +183,12 @@ def release_children(runtime: Runtime, parent_id: str) -> list[str]:
     return [c.id for c in chosen]
 
 
-def child_ended(runtime: Runtime, child_id: str) -> None:
-    """After a child ended: release the next held siblings, settle the parent if done."""
-    with runtime.reads() as session:
-        parent_id = session.scalar(select(Job.parent_id).where(Job.id == child_id))
+def child_ended(runtime: Runtime, child_id: str, parent_id: str | None = None) -> None:
+    """After a child ended: release the next held siblings, settle the parent if done.
+    `parent_id`, when the caller knows it (the worker's claim returned it), saves a read."""
+    if parent_id is None:
+        with runtime.reads() as session:
+            parent_id = session.scalar(select(Job.parent_id).where(Job.id == child_id))
     if parent_id is None:
         return
     release_children(runtime, parent_id)
