@@ -48,7 +48,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -88,10 +88,17 @@ class Run:
     submit_seconds: float  # first submit → last submit returned
     total_seconds: float  # first submit → last completion
     latencies: list[float]  # submit → start, seconds
+    #: CPU seconds of each part over the run (client: this process while it submits).
+    cpu: dict[str, float] = field(default_factory=dict)
 
     @property
     def jobs_per_second(self) -> float:
         return self.jobs / self.total_seconds
+
+    def cpu_ms_per_job(self, part: str | None = None) -> float:
+        """CPU per job of one part, or of all of them (`None`)."""
+        seconds = sum(self.cpu.values()) if part is None else self.cpu.get(part, 0.0)
+        return 1000 * seconds / self.jobs
 
     def latency_ms(self, q: float) -> float:
         return percentile(self.latencies, q) * 1000
@@ -110,6 +117,14 @@ class Row:
         if run is None or self.raw is None:
             return None
         return run.jobs_per_second / self.raw.jobs_per_second
+
+    def cpu_ratio(self, mode: str) -> float | None:
+        """Jobs per CPU second of `mode` over raw Celery's: the throughput ratio on a
+        machine where the CPU is the limit, whatever else ran beside the benchmark."""
+        run = self.modes.get(mode)
+        if run is None or self.raw is None or not run.cpu or not self.raw.cpu:
+            return None
+        return self.raw.cpu_ms_per_job() / run.cpu_ms_per_job()
 
 
 # --------------------------------------------------------------------------- processes
@@ -150,9 +165,69 @@ class Processes:
             proc.wait()
         _signal_group(proc, signal.SIGKILL)  # pool children that outlived their parent
 
+    def cpu_seconds(self, name: str) -> float:
+        """CPU seconds used so far by process `name` and its process group (Celery's pool
+        children; those that exited and were reaped count through the leader's cutime)."""
+        leader = self.running[name].pid
+        ticks = 0
+        for pid, fields in _proc_stats():
+            if fields[2] == str(leader):  # the process group
+                ticks += int(fields[11]) + int(fields[12])
+                if pid == leader:
+                    ticks += int(fields[13]) + int(fields[14])
+        return ticks / os.sysconf("SC_CLK_TCK")
+
     def stop_all(self) -> None:
         for name in list(self.running):
             self.stop(name)
+
+
+class CpuMeter:
+    """CPU seconds of a run's parts: this process (the client) until the last submit
+    returned, the named server processes (with their pool children) and PostgreSQL's
+    backends of `database` until the run ended. Redis is left out of both sides."""
+
+    def __init__(self, processes: Processes, names: list[str], database: str | None = None) -> None:
+        self.processes, self.names, self.database = processes, names, database
+        self.start = self._servers()
+        self.client = time.process_time()
+
+    def _servers(self) -> dict[str, float]:
+        used = {name: self.processes.cpu_seconds(name) for name in self.names}
+        if self.database:
+            used["postgres"] = postgres_cpu_seconds(self.database)
+        return used
+
+    def submitted(self) -> None:
+        self.client = time.process_time() - self.client
+
+    def done(self) -> dict[str, float]:
+        end = self._servers()
+        return {"client": self.client, **{k: end[k] - self.start[k] for k in end}}
+
+
+def _proc_stats() -> Iterator[tuple[int, list[str]]]:
+    """(pid, stat fields after the command name) of every process: state, ppid, pgrp, ..."""
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                text = Path(entry.path, "stat").read_text()
+            except OSError:  # it exited meanwhile
+                continue
+            yield int(entry.name), text.rsplit(")", 1)[1].split()
+
+
+def postgres_cpu_seconds(database: str) -> float:
+    """CPU seconds of the PostgreSQL backends connected to `database` (their titles name it)."""
+    ticks = 0
+    for pid, fields in _proc_stats():
+        try:
+            title = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if title.startswith(b"postgres:") and f" {database} ".encode() in title:
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def wait_until(
@@ -264,7 +339,9 @@ def run_raw(
         def submit_one(_: int) -> None:
             noop.apply_async(args=[time.time()])
 
+        meter = CpuMeter(processes, ["raw-worker"])
         first, last = submit_all(args.jobs, args.concurrency, submit_one)
+        meter.submitted()
         remaining = args.timeout - (time.time() - first)
         wait_until(
             lambda: sink.count("done") >= args.jobs,
@@ -277,6 +354,7 @@ def run_raw(
             submit_seconds=last - first,
             total_seconds=max(sink.values("done")) - first,
             latencies=sink.values("start"),
+            cpu=meter.done(),
         )
     finally:
         processes.stop("raw-worker")
@@ -359,7 +437,9 @@ def _timed_run(
 ) -> Run:
     """Make `calls` submissions from the client threads; wait until their jobs ended."""
     ids: list[str] = []
+    meter = CpuMeter(processes, ["api", "worker"], database=engine.url.database)
     first, last = submit_all(calls, args.concurrency, lambda n: ids.extend(submit(n)))
+    meter.submitted()
     target = done_before + len(ids)
     wait_until(
         lambda: _finished(engine) >= target,
@@ -367,7 +447,9 @@ def _timed_run(
         lambda: f"{len(ids)} Submitter jobs ({_finished(engine) - done_before} done)",
         processes,
     )
-    return _submitter_run(engine, ids, first, last)
+    run = _submitter_run(engine, ids, first, last)
+    run.cpu = meter.done()
+    return run
 
 
 def _echo(n: int) -> dict[str, Any]:
@@ -483,6 +565,19 @@ def print_report(rows: list[Row], args: argparse.Namespace) -> None:
             print(
                 f"{row.backend:<9} {mode:<7} {run.jobs_per_second:>8.1f} {_fmt(ratio, '.2f'):>6} "
                 f"{'>= ' + format(goal, '.1f'):>6}  {verdict:<7}  {_p50_p99(run):>23}"
+            )
+    print(
+        "\nCPU ms per job (client = this process while submitting; Redis not counted; "
+        "x raw = jobs per CPU second over raw Celery's)"
+    )
+    for row in rows:
+        for side, run in [("raw", row.raw), *row.modes.items()]:
+            if run is None or not run.cpu:
+                continue
+            parts = "  ".join(f"{part} {run.cpu_ms_per_job(part):5.2f}" for part in run.cpu)
+            ratio = "" if side == "raw" else f"  x raw {_fmt(row.cpu_ratio(side), '.2f')}"
+            print(
+                f"  {row.backend:<9} {side:<7} total {run.cpu_ms_per_job():5.2f}  ({parts}){ratio}"
             )
     print("\nphases (s): submit = first to last submit returned; total = first submit to last end")
     for row in rows:
