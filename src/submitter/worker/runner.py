@@ -36,6 +36,7 @@ import threading
 import time
 import traceback
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -118,6 +119,43 @@ _CLAIM_CHILD = _claim_statement(
         _PARENT_LIMIT.scalar_subquery().is_(None),
         _RUNNING_SIBLINGS.scalar_subquery() < _PARENT_LIMIT.scalar_subquery(),
     ),
+)
+#: The jobs of one message (run_jobs), claimed in one statement: the same conditions as
+#: _CLAIM for each row, sweeps' children excepted (they take the per-job path).
+_CLAIM_MANY = (
+    update(Job)
+    .where(
+        Job.id.in_(bindparam("p_ids", expanding=True)),
+        Job.state == JobState.queued,
+        Job.parent_id.is_(None),
+        ~select(JobDependency.job_id)
+        .join(_dependency, _dependency.id == JobDependency.depends_on_id)
+        .where(JobDependency.job_id == Job.id, _dependency.state != JobState.succeeded)
+        .exists(),
+    )
+    .values(
+        state=JobState.running,
+        phase=None,
+        attempts=Job.attempts + 1,
+        started_at=bindparam("p_now", type_=UTCDateTime()),
+        lease_expires_at=bindparam("p_lease", type_=UTCDateTime()),
+        run_token=bindparam("p_token"),
+        worker=bindparam("p_worker"),
+        error=None,
+    )
+    .returning(Job.id, *_CLAIMED)
+)
+#: The claimed jobs of a message that wait their turn: their leases renewed, and the ones
+#: still ours returned (a cancelled or taken-over job is not started).
+_RENEW_MANY = (
+    update(Job)
+    .where(
+        Job.id.in_(bindparam("p_ids", expanding=True)),
+        Job.run_token == bindparam("p_token"),
+        Job.state == JobState.running,
+    )
+    .values(lease_expires_at=bindparam("p_lease", type_=UTCDateTime()))
+    .returning(Job.id)
 )
 _PARENT_OF = select(Job.parent_id).where(Job.id == bindparam("p_job_id"))
 # A child refused by its sweep's limit waits, held, for a sibling to end (sweeps.service).
@@ -239,6 +277,110 @@ def run_job(runtime: Runtime, job_id: str, worker_name: str, *, in_pool_child: b
     return outcome
 
 
+#: A message's outcomes are written together once this much time passed since the last
+#: write (checked after each job), and at the message's end.
+GROUP_WRITE_SECONDS = 0.1
+
+
+def run_jobs(
+    runtime: Runtime, job_ids: list[str], worker_name: str, *, in_pool_child: bool
+) -> list[str]:
+    """Run the jobs of one message (dispatch.send_jobs: jobs of a short kind, `group` > 1)
+    one after the other; return what happened to each.
+
+    They are claimed in one statement, and their outcomes written a few at a time, in one
+    transaction, which also renews the leases of the claimed jobs still waiting their turn
+    and says which of them are still ours. The guarantees are the per-job path's: each
+    outcome is recorded only under our run token. A worker lost mid-message loses the
+    claims of the jobs it had not recorded; the reconciler runs them again.
+    """
+    token = uuid.uuid4().hex
+    claims = _claim_many(runtime, job_ids, token, worker_name)
+    outcomes: dict[str, str] = {}
+    unwritten: list[Outcome] = []
+
+    def collect(_: Runtime, outcome: Outcome) -> tuple[str, list[str]]:
+        unwritten.append(outcome)
+        return "unwritten", []
+
+    written_at = time.monotonic()
+    for position, job_id in enumerate(job_ids):
+        claim = claims.get(job_id)
+        if claim is None:  # a sweep's child, a job coming back, or not claimable now
+            outcomes[job_id] = run_job(runtime, job_id, worker_name, in_pool_child=in_pool_child)
+            continue
+        if job_id in outcomes:  # no longer ours while it waited: not started
+            continue
+        reset = job_id_var.set(job_id)
+        try:
+            outcome, dependents = _execute(runtime, job_id, token, claim, in_pool_child, collect)
+        finally:
+            job_id_var.reset(reset)
+        if outcome != "unwritten":  # handed off: written already
+            outcomes[job_id] = outcome
+            if dependents:
+                resolve_waiting(runtime, dependents)
+        if time.monotonic() - written_at >= GROUP_WRITE_SECONDS:
+            later = job_ids[position + 1 :]
+            waiting = [j for j in dict.fromkeys(later) if j in claims and j not in outcomes]
+            _write_outcomes(runtime, unwritten, waiting, token, outcomes)
+            unwritten.clear()
+            written_at = time.monotonic()
+    _write_outcomes(runtime, unwritten, [], token, outcomes)
+    return [outcomes.get(job_id, "dropped") for job_id in job_ids]
+
+
+def _write_outcomes(
+    runtime: Runtime,
+    unwritten: list[Outcome],
+    waiting: list[str],
+    token: str,
+    outcomes: dict[str, str],
+) -> None:
+    """Record `unwritten` outcomes and renew the `waiting` claims in one transaction; put
+    each outcome, and "superseded" for each waiting job no longer ours, into `outcomes`."""
+    if not unwritten and not waiting:
+        return
+    dependents: list[str] = []
+    with runtime.engine.begin() as connection:
+        lines = []
+        for outcome in unwritten:
+            recorded, waiting_on_it, job_lines = _record(connection, outcome)
+            outcomes[outcome.job_id] = recorded
+            dependents += waiting_on_it
+            lines.append((outcome.job_id, job_lines))
+        _write_logs(connection, lines)
+        if waiting:
+            lease = utcnow() + timedelta(seconds=runtime.settings.job_lease_seconds)
+            params = {"p_ids": waiting, "p_token": token, "p_lease": lease}
+            ours = set(connection.scalars(_RENEW_MANY, params))
+            outcomes.update({job_id: "superseded" for job_id in waiting if job_id not in ours})
+    if dependents:
+        resolve_waiting(runtime, list(dict.fromkeys(dependents)))
+
+
+def _claim_many(
+    runtime: Runtime, job_ids: list[str], token: str, worker_name: str
+) -> dict[str, Claim]:
+    """Claim every job of `job_ids` that the per-job claim's common path would, in one
+    statement (autocommit, as `_claim`)."""
+    now = utcnow()
+    params = {
+        "p_ids": list(dict.fromkeys(job_ids)),
+        "p_now": now,
+        "p_lease": now + timedelta(seconds=runtime.settings.job_lease_seconds),
+        "p_token": token,
+        "p_worker": worker_name,
+    }
+    with runtime.autocommit.begin() as connection:
+        rows = connection.execute(_CLAIM_MANY, params).all()
+    claims = {}
+    for job_id, kind, spec, attempt, external_id, phase, parent_id in rows:
+        line = ("INFO", f"started on {worker_name} (attempt {attempt})", now)
+        claims[job_id] = Claim(kind, dict(spec), attempt, external_id, phase, parent_id, line)
+    return claims
+
+
 def _claim(runtime: Runtime, job_id: str, token: str, worker_name: str) -> Claim | None:
     """Claim the job: one conditional UPDATE on the common path.
 
@@ -283,8 +425,15 @@ def _claim_child(connection: Connection, params: dict[str, Any]) -> Any:
 
 
 def _execute(
-    runtime: Runtime, job_id: str, token: str, claim: Claim, in_pool_child: bool
+    runtime: Runtime,
+    job_id: str,
+    token: str,
+    claim: Claim,
+    in_pool_child: bool,
+    finish: Callable[[Runtime, Outcome], tuple[str, list[str]]] | None = None,
 ) -> tuple[str, list[str]]:
+    """Run the claimed job; record its outcome with `finish` (`_finish` by default: now,
+    in its own transaction; `run_jobs` collects a message's outcomes instead)."""
     pending = PendingWrites([claim.line])
     workdir = Path(tempfile.mkdtemp(prefix=f"submitter-job-{job_id}-"))
     context = JobContext(
@@ -343,7 +492,9 @@ def _execute(
         pending.add_line("ERROR", f"artifacts not saved: {type(exc).__name__}: {exc}")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    return _finish(runtime, job_id, token, state, result, error, pending, artifacts)
+    lines, _ = pending.take()
+    outcome = Outcome(job_id, token, state, result, error, lines, artifacts)
+    return (finish or _finish)(runtime, outcome)
 
 
 def _record_external_id(runtime: Runtime, job_id: str, token: str, external_id: str) -> bool:
@@ -390,59 +541,68 @@ def _upload_artifacts(runtime: Runtime, job_id: str, workdir: Path) -> list[dict
     return rows
 
 
-def _finish(
-    runtime: Runtime,
-    job_id: str,
-    token: str,
-    state: JobState,
-    result: Any,
-    error: str | None,
-    pending: PendingWrites,
-    artifacts: list[dict[str, Any]],
-) -> tuple[str, list[str]]:
-    """Record the outcome if the job is still ours; return it and the dependents to settle."""
-    now = utcnow()
-    params = {"p_job_id": job_id, "p_token": token, "p_now": now}
-    if state == JobState.succeeded:
-        params["p_result"] = result
-    elif state == JobState.failed:
-        params["p_error"] = error
-        params["p_result"] = result
-    lines, _ = pending.take()
+@dataclass
+class Outcome:
+    """How a run ended, to be recorded if the job is still ours."""
+
+    job_id: str
+    token: str
+    state: JobState
+    result: Any
+    error: str | None
+    lines: list[LogLine]
+    artifacts: list[dict[str, Any]]
+
+
+def _finish(runtime: Runtime, outcome: Outcome) -> tuple[str, list[str]]:
+    """Record the outcome in its own transaction; return it and the dependents to settle."""
     with runtime.engine.begin() as connection:
-        row = connection.execute(_FINISH[state], params).one_or_none()
-        if row is not None:
-            if artifacts:
-                connection.execute(_DELETE_ARTIFACTS, {"p_job_id": job_id})
-                connection.execute(_INSERT_ARTIFACT, artifacts)
-                lines.append(("INFO", f"saved {len(artifacts)} artifact(s)", now))
-            lines.append(("INFO", f"finished: {state}", now))
-        else:
-            # Cancelled meanwhile, or the lease was taken over: the row is someone else's.
-            lines.append(
-                (
-                    "INFO",
-                    f"run on this worker stopped ({state}): job no longer ours",
-                    now,
-                )
-            )
-        _write_log(connection, job_id, lines)
-        waited_on = row is None or row[0] > 0
-        dependents = (
-            list(connection.scalars(_DEPENDENTS, {"p_job_id": job_id})) if waited_on else []
-        )
-    return (str(state) if row is not None else "superseded"), dependents
+        recorded, dependents, lines = _record(connection, outcome)
+        _write_log(connection, outcome.job_id, lines)
+    return recorded, dependents
+
+
+def _record(connection: Connection, outcome: Outcome) -> tuple[str, list[str], list[LogLine]]:
+    """Write the outcome if the job is still ours (run token, state running); return what
+    happened, the jobs waiting on it, and its log lines to write (the caller writes them,
+    so that `run_jobs` writes a whole message's lines in one statement)."""
+    job_id, state = outcome.job_id, outcome.state
+    now = utcnow()
+    params: dict[str, Any] = {"p_job_id": job_id, "p_token": outcome.token, "p_now": now}
+    if state == JobState.succeeded:
+        params["p_result"] = outcome.result
+    elif state == JobState.failed:
+        params["p_error"] = outcome.error
+        params["p_result"] = outcome.result
+    lines = list(outcome.lines)
+    row = connection.execute(_FINISH[state], params).one_or_none()
+    if row is not None:
+        if outcome.artifacts:
+            connection.execute(_DELETE_ARTIFACTS, {"p_job_id": job_id})
+            connection.execute(_INSERT_ARTIFACT, outcome.artifacts)
+            lines.append(("INFO", f"saved {len(outcome.artifacts)} artifact(s)", now))
+        lines.append(("INFO", f"finished: {state}", now))
+    else:
+        # Cancelled meanwhile, or the lease was taken over: the row is someone else's.
+        lines.append(("INFO", f"run on this worker stopped ({state}): job no longer ours", now))
+    waited_on = row is None or row[0] > 0
+    dependents = list(connection.scalars(_DEPENDENTS, {"p_job_id": job_id})) if waited_on else []
+    return (str(state) if row is not None else "superseded"), dependents, lines
 
 
 def _write_log(connection: Connection, job_id: str, lines: list[LogLine]) -> None:
-    if lines:
-        connection.execute(
-            _INSERT_LOG,
-            [
-                {"job_id": job_id, "level": level, "message": text, "at": at}
-                for level, text, at in lines
-            ],
-        )
+    _write_logs(connection, [(job_id, lines)])
+
+
+def _write_logs(connection: Connection, jobs: list[tuple[str, list[LogLine]]]) -> None:
+    """The log lines of one or more jobs, in one INSERT."""
+    rows = [
+        {"job_id": job_id, "level": level, "message": text, "at": at}
+        for job_id, lines in jobs
+        for level, text, at in lines
+    ]
+    if rows:
+        connection.execute(_INSERT_LOG, rows)
 
 
 class PendingWrites:
@@ -550,9 +710,9 @@ class Heartbeat:
         grace = self.runtime.settings.cancel_grace_seconds
         if self._stop_event.wait(grace) or not self.kill_on_stuck:
             return
-        logger.warning("job %s did not stop within %.0fs of cancel: killing", self.job_id, grace)
         if self.workdir is not None:  # no `finally` runs after SIGKILL: clean up first
             shutil.rmtree(self.workdir, ignore_errors=True)
+        logger.warning("job %s did not stop within %.0fs of cancel: killing", self.job_id, grace)
         for group in list(self.process_groups):  # nor would the run kill what it started
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(group, signal.SIGKILL)

@@ -53,12 +53,11 @@ def register_tasks(app: Celery) -> None:
     @app.task(name=RUN_JOBS_TASK, bind=True, ignore_result=True)
     def run_jobs(self: Task, job_ids: list[str]) -> list[str]:
         """Several jobs of one batch, one after the other (see dispatch.send_jobs)."""
-        from submitter.worker.runner import run_job as run
+        from submitter.worker.runner import run_jobs as run
 
         worker_name = f"{self.request.hostname or socket.gethostname()}/{os.getpid()}"
         in_child = current_process().name != "MainProcess"
-        runtime = runtime_of(app)
-        return [run(runtime, job_id, worker_name, in_pool_child=in_child) for job_id in job_ids]
+        return run(runtime_of(app), job_ids, worker_name, in_pool_child=in_child)
 
     @app.task(name=RECONCILE_TASK, ignore_result=True)
     def reconcile() -> dict[str, int]:
