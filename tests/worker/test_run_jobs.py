@@ -2,7 +2,8 @@
 a time, in-process on each backend (no worker or beat runs here, so nothing else claims
 them): each is recorded once with its own log, a job that is no longer ours while it waits
 its turn is not started, and a message's job that the grouped claim cannot take (a
-dependency not met) is left to the per-job path."""
+dependency not met) is left to the per-job path; the claims waiting their turn are
+renewed while a long job runs."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
+from submitter.db.models import Job
 from submitter.jobs.schemas import JobCreate
 from submitter.jobs.service import insert_jobs
 from submitter.worker.runner import run_jobs
@@ -85,3 +88,32 @@ def test_a_job_the_grouped_claim_cannot_take_goes_the_per_job_way(quiet_stack: S
     # Once the dependency succeeded, the message (re-sent by the reconciler) runs it.
     assert run_jobs(quiet_stack.runtime, [done], WORKER, in_pool_child=False) == ["succeeded"]
     assert run_jobs(quiet_stack.runtime, [waiting], WORKER, in_pool_child=False) == ["succeeded"]
+
+
+def test_the_claims_waiting_their_turn_are_renewed_while_a_long_job_runs(
+    quiet_stack: Stack,
+) -> None:
+    lease = quiet_stack.runtime.settings.job_lease_seconds  # 3 s in the tests
+    first, second = _insert(
+        quiet_stack, {"message": "long", "sleep_seconds": lease + 2}, {"message": "next"}
+    )
+    runner = threading.Thread(
+        target=run_jobs,
+        args=(quiet_stack.runtime, [first, second], WORKER),
+        kwargs={"in_pool_child": False},
+    )
+    runner.start()
+    try:
+        claimed = eventually(lambda: _lease(quiet_stack, second), timeout=10)
+        # Past the claim's own lease, the first job still running: the second's was renewed.
+        eventually(lambda: _lease(quiet_stack, second) > claimed, timeout=lease + 1)
+        assert quiet_stack.job(first)["state"] == "running"
+    finally:
+        runner.join(60)
+    assert quiet_stack.job(second)["state"] == "succeeded"
+    assert quiet_stack.job(second)["attempts"] == 1
+
+
+def _lease(stack: Stack, job_id: str) -> Any:
+    with stack.runtime.reads() as session:
+        return session.scalar(select(Job.lease_expires_at).where(Job.id == job_id))

@@ -311,9 +311,13 @@ def run_jobs(
             continue
         if job_id in outcomes:  # no longer ours while it waited: not started
             continue
+        later = job_ids[position + 1 :]
+        waiting = [j for j in dict.fromkeys(later) if j in claims and j not in outcomes]
         reset = job_id_var.set(job_id)
         try:
-            outcome, dependents = _execute(runtime, job_id, token, claim, in_pool_child, collect)
+            outcome, dependents = _execute(
+                runtime, job_id, token, claim, in_pool_child, collect, waiting
+            )
         finally:
             job_id_var.reset(reset)
         if outcome != "unwritten":  # handed off: written already
@@ -321,8 +325,6 @@ def run_jobs(
             if dependents:
                 resolve_waiting(runtime, dependents)
         if time.monotonic() - written_at >= GROUP_WRITE_SECONDS:
-            later = job_ids[position + 1 :]
-            waiting = [j for j in dict.fromkeys(later) if j in claims and j not in outcomes]
             _write_outcomes(runtime, unwritten, waiting, token, outcomes)
             unwritten.clear()
             written_at = time.monotonic()
@@ -431,9 +433,12 @@ def _execute(
     claim: Claim,
     in_pool_child: bool,
     finish: Callable[[Runtime, Outcome], tuple[str, list[str]]] | None = None,
+    waiting: list[str] | None = None,
 ) -> tuple[str, list[str]]:
     """Run the claimed job; record its outcome with `finish` (`_finish` by default: now,
-    in its own transaction; `run_jobs` collects a message's outcomes instead)."""
+    in its own transaction; `run_jobs` collects a message's outcomes instead). The leases
+    of `waiting` (claimed with the same token, their turn to come) are renewed with this
+    job's, so a long job does not let them lapse."""
     pending = PendingWrites([claim.line])
     workdir = Path(tempfile.mkdtemp(prefix=f"submitter-job-{job_id}-"))
     context = JobContext(
@@ -456,6 +461,7 @@ def _execute(
         kill_on_stuck=in_pool_child,
         workdir=workdir,
         process_groups=context.process_groups,
+        waiting=waiting,
     )
     heartbeat.start()
     result: Any = None
@@ -658,7 +664,9 @@ class Heartbeat:
         kill_on_stuck: bool,
         workdir: Path | None = None,
         process_groups: set[int] | None = None,
+        waiting: list[str] | None = None,
     ) -> None:
+        self.waiting = waiting or []
         self.workdir = workdir
         self.process_groups = process_groups if process_groups is not None else set()
         self.runtime = runtime
@@ -703,6 +711,8 @@ class Heartbeat:
         with self.runtime.engine.begin() as connection:
             renewed = connection.execute(statement, params).rowcount
             _write_log(connection, self.job_id, lines)
+            if self.waiting:
+                connection.execute(_RENEW_MANY, {**params, "p_ids": self.waiting}).all()
         return bool(renewed)
 
     def _stop_run(self) -> None:
