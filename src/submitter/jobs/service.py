@@ -103,7 +103,8 @@ def submit(
     """Create a job and enqueue it when it is ready. Return (job, created).
 
     The same `idempotency_key` from the same owner returns the first job (created=False).
-    One job is a batch of one: the same checks, the same insert, errors under `body`.
+    One job is a batch of one: the same checks, the same insert, errors under `body`;
+    concurrent submissions share a transaction and a publish (jobs.coalesce).
     A kind whose submission makes more rows (a sweep and its children) creates them itself.
     """
     create = _creator(kind)
@@ -119,10 +120,9 @@ def submit(
     request = JobCreate(
         kind=kind, spec=spec, depends_on=depends_on or [], idempotency_key=idempotency_key
     )
-    [(job, created)] = submit_many(
-        runtime, owner, [request], schedule_id=schedule_id, at=lambda _: ["body"]
-    )
-    return job, created
+    from submitter.jobs.coalesce import coalescer
+
+    return coalescer(runtime).submit(owner, request, schedule_id)
 
 
 def _creator(kind: str) -> Any:
@@ -154,6 +154,8 @@ class Batch:
     #: Jobs per broker message (dispatch.send_jobs): the smallest `group` of the ready
     #: jobs' kinds, and small enough that a batch still makes 8 messages to spread.
     group: int = 1
+    #: The smallest `group` of the ready jobs' kinds alone (jobs.coalesce spreads its own).
+    group_limit: int = 1
 
 
 def submit_many(
@@ -370,9 +372,46 @@ def insert_jobs(
     if reference_rows:
         connection.execute(insert(DatasetReference), reference_rows)
     kinds = {request.kind for request, item in zip(requests, prepared, strict=True) if item}
-    group = min((get_kind(kind).group for kind in kinds), default=1)
-    group = max(1, min(group, -(-len(ready) // 8)))
-    return Batch(jobs=jobs, created=created, ready=ready, watched=watched, group=group)
+    limit = min((get_kind(kind).group for kind in kinds), default=1)
+    group = max(1, min(limit, -(-len(ready) // 8)))
+    return Batch(
+        jobs=jobs, created=created, ready=ready, watched=watched, group=group, group_limit=limit
+    )
+
+
+def store_together(
+    runtime: Runtime, requests: Sequence[tuple[str, JobCreate, str | None]]
+) -> list[tuple[Job, bool]]:
+    """Single submissions of several callers, (owner, request, schedule id) each, in one
+    transaction and one publish (jobs.coalesce); (job, created) per request, in order.
+    Raises what `insert_jobs` raises for any of them: the caller then stores each alone."""
+    groups: dict[tuple[str, str | None], list[int]] = {}
+    for index, (owner, _, schedule_id) in enumerate(requests):
+        groups.setdefault((owner, schedule_id), []).append(index)
+    answers: list[tuple[Job, bool] | None] = [None] * len(requests)
+    with runtime.engine.begin() as connection:
+        batches = [
+            (
+                indexes,
+                insert_jobs(
+                    runtime,
+                    connection,
+                    owner,
+                    [requests[i][1] for i in indexes],
+                    schedule_id=schedule_id,
+                ),
+            )
+            for (owner, schedule_id), indexes in groups.items()
+        ]
+    ready = [pair for _, batch in batches for pair in batch.ready]
+    # Shared messages as in a batch, in at least two (a worker has two pool processes).
+    group = min((batch.group_limit for _, batch in batches), default=1)
+    publish(runtime, ready, group=max(1, min(group, -(-len(ready) // 2))))
+    for indexes, batch in batches:
+        batch.ready = []  # published above
+        for index, answer in zip(indexes, after_commit(runtime, batch), strict=True):
+            answers[index] = answer
+    return [answer for answer in answers if answer is not None]
 
 
 def after_commit(runtime: Runtime, batch: Batch) -> list[tuple[Job, bool]]:
