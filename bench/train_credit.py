@@ -53,15 +53,12 @@ from typing import Any
 
 from _common import BenchError, clean_env, free_port, log
 from _common import signal_group as _signal_group
+from _pycaret import DEFAULT_PYCARET_VENV, PYCARET_VERSION, ensure_pycaret
 
 from submitter.client import Client
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = REPO / "tests" / "data" / "credit.csv"
-PYCARET_VERSION = "3.3.2"
-DEFAULT_PYCARET_VENV = Path.home() / ".cache" / "submitter-bench" / f"pycaret-{PYCARET_VERSION}"
-PYCARET_PACKAGES = (f"pycaret=={PYCARET_VERSION}", "six")
-SUPPORTED_PYCARET_PYTHONS = ((3, 9), (3, 10), (3, 11))
 
 TARGET = "default"
 DATASET_NAME = "credit"
@@ -304,57 +301,6 @@ print(MARKER + json.dumps({
 """.replace("MARKER", repr(RESULT_MARKER))
 
 
-def ensure_pycaret(venv: Path, base_python: str, processes: Processes) -> Path:
-    """The venv's python with PyCaret importable: create the venv / install it if needed."""
-    python = venv / "bin" / "python"
-    if python.exists() and _pycaret_version(python) == PYCARET_VERSION:
-        log(f"PyCaret {PYCARET_VERSION}: reusing {venv}")
-        return python
-    if not python.exists():
-        if venv.exists() and any(venv.iterdir()):
-            raise BenchError(f"{venv} exists and is not a virtual environment; choose another")
-        _check_base_python(base_python)
-        log(f"PyCaret {PYCARET_VERSION}: creating a virtual environment in {venv}")
-        venv.parent.mkdir(parents=True, exist_ok=True)
-        processes.run("venv", [base_python, "-m", "venv", str(venv)], clean_env(), timeout=300)
-    log(
-        f"PyCaret {PYCARET_VERSION}: installing {' '.join(PYCARET_PACKAGES)} into {venv} "
-        "(~1.1 GB, a few minutes; reused next time)"
-    )
-    pip = [str(python), "-m", "pip", "install", "--disable-pip-version-check"]
-    processes.run("pip-install", [*pip, *PYCARET_PACKAGES], clean_env(), timeout=3600)
-    installed = _pycaret_version(python)
-    if installed != PYCARET_VERSION:
-        raise BenchError(f"after pip install, `import pycaret` gives {installed!r} in {venv}")
-    return python
-
-
-def _pycaret_version(python: Path) -> str | None:
-    """pycaret.__version__ if PyCaret (and six, which its plots need) import, else None."""
-    check = "import six, pycaret; print(pycaret.__version__)"
-    done = subprocess.run(
-        [str(python), "-c", check], env=clean_env(), capture_output=True, text=True, check=False
-    )
-    return done.stdout.strip() if done.returncode == 0 else None
-
-
-def _check_base_python(base_python: str) -> None:
-    done = subprocess.run(
-        [base_python, "-c", "import sys; print(*sys.version_info[:2])"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise BenchError(f"{base_python} does not run: {done.stderr.strip()}")
-    version = tuple(int(part) for part in done.stdout.split())
-    if version not in SUPPORTED_PYCARET_PYTHONS:
-        raise BenchError(
-            f"PyCaret {PYCARET_VERSION} needs Python 3.9-3.11; {base_python} is "
-            f"{'.'.join(map(str, version))} (use --base-python)"
-        )
-
-
 def run_pycaret(python: Path, data: Path, work: Path, processes: Processes, timeout: float) -> Side:
     """setup() + compare_models() in a fresh process of the PyCaret venv (cwd: a temp dir,
     where PyCaret writes its logs.log)."""
@@ -470,7 +416,7 @@ def run(args: argparse.Namespace, work: Path, processes: Processes) -> None:
     python = None
     if not args.skip_baseline:
         # Installed first, so pip's download and unpacking never overlap a measurement.
-        python = ensure_pycaret(args.pycaret_venv.expanduser(), args.base_python, processes)
+        python = ensure_pycaret(args.pycaret_venv.expanduser(), args.base_python, processes.run)
     loads = [f"before Submitter: {load_average()}"]
     ours = run_submitter(data, work, processes, args.timeout)
     loads.append(f"after Submitter:  {load_average()}")

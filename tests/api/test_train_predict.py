@@ -67,7 +67,8 @@ def test_train_register_predict_and_batch_predict(stack: Stack) -> None:
     result = done["result"]
     assert result["version"] == 1 and result["task"] == "classification"
     assert result["metric"] == "AUC"
-    assert {row["model"] for row in result["leaderboard"]} == {"lr", "dt"}
+    # The two models and their blend, scored on the same folds from their out-of-fold rows.
+    assert {row["model"] for row in result["leaderboard"]} == {"lr", "dt", "blend"}
     for metric in ("Accuracy", "AUC", "Recall", "Precision", "F1", "Kappa", "MCC"):
         assert metric in result["leaderboard"][0]
     assert result["cv"]["AUC"] > 0.8

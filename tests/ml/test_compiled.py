@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from submitter.ml import blend
 from submitter.ml.compiled import PROBABILITY_TOLERANCE, CompiledModel, compile_pipeline
 from submitter.ml.features import feature_schema, model_frame
 from submitter.ml.models import HAS_LIGHTGBM, spec
@@ -124,3 +125,26 @@ def test_hgb_on_numbers_only_is_compiled() -> None:
     compilation = compile_pipeline(pipeline, schema, "classification", ["no", "yes"], X.iloc[200:])
     assert compilation.serving["path"] == "onnx", compilation.serving
     assert not math.isnan(compilation.serving["max_difference"])
+
+
+@pytest.mark.parametrize("kind", ["binary", "regression"])
+def test_a_blend_is_compiled_or_served_by_sklearn_never_a_failure(kind: str) -> None:
+    """A winning blend (a Voting estimator of whole pipelines) registers either way: as ONNX
+    that passed the parity check, or as scikit-learn with the reason."""
+    frame = _frame()
+    y = _target(frame, kind)
+    task = "regression" if kind == "regression" else "classification"
+    schema = feature_schema(frame)
+    X = model_frame(frame, schema)
+    members = []
+    for name in ("lr", "et"):
+        pipeline, fit_params = build_pipeline(schema, spec(name), task, 200, 0)
+        members.append((name, pipeline.fit(X.iloc[:200], y[:200], **fit_params)))
+    pipeline = blend.assemble(members, task, y[:200])
+    classes = ["no", "yes"] if task == "classification" else None
+    compilation = compile_pipeline(pipeline, schema, task, classes, X.iloc[200:])
+    if compilation.serving["path"] == "sklearn":
+        assert compilation.onnx is None and compilation.serving["reason"]
+    else:
+        assert compilation.onnx is not None
+        assert compilation.serving["max_difference"] is not None

@@ -12,7 +12,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
 
-from submitter.ml import modelfile
+from submitter.ml import blend, modelfile
 from submitter.ml.features import feature_schema, model_frame
 from submitter.ml.models import CATALOGUE
 from submitter.ml.pipeline import build_pipeline
@@ -24,8 +24,18 @@ def fitted(name: str, task: str) -> tuple[Pipeline, object]:
     target = "y" if task == "regression" else "label"
     schema = feature_schema(frame, target)
     X = model_frame(frame, schema)
-    pipeline, fit_params = build_pipeline(schema, CATALOGUE[name], task, len(X), 0)
+    n_classes = frame[target].nunique() if task == "classification" else 0
+    pipeline, fit_params = build_pipeline(schema, CATALOGUE[name], task, len(X), 0, n_classes)
     return pipeline.fit(X, frame[target].to_numpy(), **fit_params), X
+
+
+def blended(task: str) -> tuple[Pipeline, object]:
+    """A blend of a linear model, a forest and a booster, as a winning blend is saved."""
+    names = ["lr", "et", "lightgbm" if "lightgbm" in CATALOGUE else "hgb"]
+    members = [(name, fitted(name, task)[0]) for name in names]
+    frame = data.regression(n=120) if task == "regression" else data.multiclass(n=120)
+    y = frame["y" if task == "regression" else "label"].to_numpy()
+    return blend.assemble(members, task, y), fitted("lr", task)[1]
 
 
 def test_every_catalogue_model_round_trips_with_only_trusted_types(tmp_path: Path) -> None:
@@ -33,8 +43,10 @@ def test_every_catalogue_model_round_trips_with_only_trusted_types(tmp_path: Pat
     listed type no model uses any more is reported."""
     seen: set[str] = set()
     for task in ("classification", "regression"):
-        for name in CATALOGUE:
-            pipeline, X = fitted(name, task)
+        for name in [*CATALOGUE, blend.NAME]:
+            if name != blend.NAME and task not in CATALOGUE[name].tasks:
+                continue
+            pipeline, X = blended(task) if name == blend.NAME else fitted(name, task)
             path = tmp_path / f"{task}-{name}.skops"
             modelfile.save(pipeline, path)
             untrusted = set(sio.get_untrusted_types(file=path))

@@ -47,6 +47,9 @@ class TrainSpec(BaseModel):
     holdout: float = Field(default=0.2, ge=0, lt=0.9)
     seed: int = Field(default=0, ge=0, le=2**32 - 1, description="Seeds splits and models.")
     time_budget_seconds: float | None = Field(default=None, gt=0)
+    blend: bool = Field(
+        default=True, description="Add the average of the best models as a candidate."
+    )
 
     @field_validator("model_name")
     @classmethod
@@ -160,6 +163,7 @@ def run(spec: TrainSpec, ctx: JobContext) -> dict[str, Any]:
                 holdout=spec.holdout,
                 seed=spec.seed,
                 time_budget_seconds=spec.time_budget_seconds,
+                blend=spec.blend,
                 on_progress=progress,
                 should_stop=ctx.cancelled.is_set,
             )
@@ -244,7 +248,6 @@ def _make_plots(
     ctx.progress(None, "drawing plots", "plotting")
     started = time.monotonic()
     try:
-        from submitter.ml.models import spec as model_spec
         from submitter.ml.plots import PlotContext, training_plots
 
         cv_scores = {
@@ -254,7 +257,7 @@ def _make_plots(
         context = PlotContext(
             model_name=spec.model_name,
             model_version=version,
-            algorithm=model_spec(result.best_model).label,
+            algorithm=result.leaderboard[0]["label"],  # a blend has no catalogue entry
             dataset_name=dataset_name,
             dataset_version=dataset_version,
         )

@@ -33,13 +33,14 @@ below the number of bins HGB uses (`max_bins`), which native categories require.
 
 
 def build_pipeline(
-    schema: Schema, spec: ModelSpec, task: str, n_rows: int, seed: int
+    schema: Schema, spec: ModelSpec, task: str, n_rows: int, seed: int, n_classes: int = 2
 ) -> tuple[Pipeline, dict[str, Any]]:
     """An unfitted Pipeline `prep -> model` for `schema`, and the extra keyword arguments its
-    `fit` needs (LightGBM takes its categorical columns at fit time, not in its constructor)."""
+    `fit` needs (LightGBM takes its categorical columns at fit time, not in its constructor).
+    `n_classes`: the target's classes (boosters grow a tree per class and round)."""
     numeric = [f["name"] for f in schema if f["dtype"] != "string"]
     strings = [f["name"] for f in schema if f["dtype"] == "string"]
-    model = spec.build(task, n_rows, seed)
+    model = spec.build(task, n_rows, seed, n_classes)
     fit_params: dict[str, Any] = {}
     if spec.prep == "native":
         prep = _native(numeric, strings)

@@ -33,9 +33,10 @@ from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 from sklearn.pipeline import Pipeline
 from threadpoolctl import threadpool_limits
 
+from submitter.ml import blend as blending
 from submitter.ml import metrics
 from submitter.ml.features import Schema, feature_schema, model_frame
-from submitter.ml.models import DEFAULT_MODELS, spec
+from submitter.ml.models import default_models, spec
 from submitter.ml.pipeline import build_pipeline
 
 MAX_CLASSES_FOR_INTEGER_TARGET = 20
@@ -94,8 +95,11 @@ def train(
     on_progress: ProgressCallback | None = None,
     should_stop: Callable[[], bool] | None = None,
     n_jobs: int | None = None,
+    blend: bool = True,
 ) -> TrainResult:
-    """Train and compare `models` (default `DEFAULT_MODELS`) on `data` to predict `target`.
+    """Train and compare `models` on `data` to predict `target`; by default the task's
+    `default_models` (a named model of the other task only, such as `lda` in a regression,
+    is left out and listed in `settings["models_not_for_task"]`).
 
     `task="auto"` picks classification for a string or boolean target, or a whole-number one
     with at most 20 distinct values, else regression. Rows whose target is null are dropped.
@@ -106,7 +110,8 @@ def train(
     `TrainingStopped`. Once `time_budget_seconds` of CV have passed no further fits start, but
     the first model to complete is always awaited; unfinished candidates land in `skipped`.
     `n_jobs` folds are fitted in parallel (default: the usable CPUs, cgroup quotas included,
-    at most `folds`).
+    at most `folds`). `blend` adds the average of the best models (`submitter.ml.blend`) to
+    the leaderboard, scored from their out-of-fold predictions on the same folds.
     """
     started = time.monotonic()
     if folds < 2:
@@ -124,25 +129,15 @@ def train(
     labels = frame.loc[keep, target].reset_index(drop=True)
     task, rule = resolve_task(task, labels)
     y, classes = _target(labels, task)
-    names = _candidates(models)
     metric = metrics.resolve_metric(task, metric, len(classes or []))
 
-    stratify = y if task == "classification" else None
-    if holdout > 0:
-        train_idx, hold_idx = train_test_split(
-            np.arange(len(y)), test_size=holdout, stratify=stratify, random_state=seed
-        )
-    else:
-        train_idx, hold_idx = np.arange(len(y)), np.arange(0)
+    train_idx, hold_idx, splits = split_rows(y, task, folds=folds, holdout=holdout, seed=seed)
     X_train, y_train = X.iloc[train_idx].reset_index(drop=True), y[train_idx]
-    splitter = (StratifiedKFold if task == "classification" else KFold)(
-        n_splits=folds, shuffle=True, random_state=seed
-    )
-    with _quiet():
-        splits = list(splitter.split(X_train, y_train))
+    names, not_for_task = _candidates(models, task, len(y_train))
+    n_classes = len(classes or [])
 
     search = _Search(
-        schema, task, classes, X_train, y_train, splits, seed,
+        schema, task, classes, X_train, y_train, splits, seed, n_classes,
         workers=max(1, min(n_jobs or cpu_count(), folds)),
         budget=time_budget_seconds, on_progress=on_progress, should_stop=should_stop,
     )  # fmt: skip
@@ -151,14 +146,38 @@ def train(
 
     names_done = [n for n in names if n in search.complete]
     leaderboard = sorted((search.row(n) for n in names_done), key=metrics.sort_key(metric))
+    fold_scores = {n: list(search.fold_scores[n]) for n in names_done}
+    members: list[str] = []
+    if blend:
+        found = blending.best(
+            [row["model"] for row in leaderboard], search.oof, y_train, splits, task, classes,
+            metric,
+        )  # fmt: skip
+        if found is not None:
+            members, fold_scores[blending.NAME] = found
+            leaderboard.append(
+                {
+                    "model": blending.NAME,
+                    "label": blending.label(members),
+                    **metrics.summarise(fold_scores[blending.NAME], metrics.metric_names(task)),
+                    "fit_seconds": round(sum(search.row(n)["fit_seconds"] for n in members), 4),
+                    "folds": len(splits),
+                }
+            )
+            leaderboard.sort(key=metrics.sort_key(metric))
     best = leaderboard[0]["model"]
     if should_stop is not None and should_stop():
         raise TrainingStopped()
 
     refit_started = time.monotonic()
-    pipeline, fit_params = build_pipeline(schema, spec(best), task, len(y_train), seed)
-    with _quiet(), threadpool_limits(limits=1, user_api="openmp"):
-        pipeline.fit(X_train, y_train, **fit_params)
+    winners = members if best == blending.NAME else [best]
+    fitted = _refit(schema, winners, task, X_train, y_train, seed, n_classes, search.workers)
+    if best == blending.NAME:
+        pipeline = blending.assemble(list(zip(winners, fitted, strict=True)), task, y_train)
+        params: dict[str, Any] = {"members": members, "voting": "average"}
+    else:
+        pipeline = fitted[0]
+        params = _json_safe(pipeline.named_steps["model"].get_params(deep=False))
     refit_seconds = time.monotonic() - refit_started
     holdout_metrics: dict[str, float | None] = {}
     if len(hold_idx):
@@ -173,13 +192,15 @@ def train(
         pipeline=pipeline,
         feature_schema=schema,
         classes=classes,
-        params=_json_safe(pipeline.named_steps["model"].get_params(deep=False)),
+        params=params,
         skipped=[n for n in names if n not in search.complete and n not in search.failed],
         failed=dict(search.failed),
         settings={
             "target": target,
             "task_rule": rule,
             "models": names,
+            "models_not_for_task": not_for_task,
+            "blend": members,
             "rows": len(frame),
             "rows_dropped_null_target": int((~keep).sum()),
             "rows_train": len(train_idx),
@@ -192,10 +213,55 @@ def train(
             "cv_seconds": round(cv_seconds, 3),
             "refit_seconds": round(refit_seconds, 3),
         },
-        fold_scores={n: list(search.fold_scores[n]) for n in names_done},
+        fold_scores=fold_scores,
         X_holdout=X.iloc[hold_idx].reset_index(drop=True),
         y_holdout=y[hold_idx],
     )
+
+
+def split_rows(
+    y: np.ndarray, task: str, *, folds: int = 5, holdout: float = 0.2, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
+    """The rows `train` cross-validates on, its holdout rows, and the folds (positions in the
+    training rows): a stratified split for classification. Public so that a comparison with
+    another tool (bench/train_suite.py) can give it exactly the same folds."""
+    stratify = y if task == "classification" else None
+    if holdout > 0:
+        train_idx, hold_idx = train_test_split(
+            np.arange(len(y)), test_size=holdout, stratify=stratify, random_state=seed
+        )
+    else:
+        train_idx, hold_idx = np.arange(len(y)), np.arange(0)
+    splitter = (StratifiedKFold if task == "classification" else KFold)(
+        n_splits=folds, shuffle=True, random_state=seed
+    )
+    with _quiet():
+        splits = list(splitter.split(np.zeros(len(train_idx)), y[train_idx]))
+    return train_idx, hold_idx, splits
+
+
+def _refit(
+    schema: Schema,
+    names: list[str],
+    task: str,
+    X: pd.DataFrame,
+    y: np.ndarray,
+    seed: int,
+    n_classes: int,
+    workers: int,
+) -> list[Pipeline]:
+    """The pipelines of `names` fitted on (X, y), in parallel threads (a blend's members)."""
+
+    def fit(name: str) -> Pipeline:
+        pipeline, fit_params = build_pipeline(schema, spec(name), task, len(y), seed, n_classes)
+        with threadpool_limits(limits=1, user_api="openmp"):
+            return pipeline.fit(X, y, **fit_params)
+
+    with _quiet(), threadpool_limits(limits=1, user_api="blas"):
+        if len(names) == 1:
+            return [fit(names[0])]
+        with ThreadPoolExecutor(max_workers=max(1, min(workers, len(names)))) as pool:
+            return list(pool.map(fit, names))
 
 
 def resolve_task(task: str, labels: pd.Series) -> tuple[str, str]:
@@ -261,13 +327,25 @@ def _target(labels: pd.Series, task: str) -> tuple[np.ndarray, list[Any] | None]
     return y, values.tolist()
 
 
-def _candidates(models: Sequence[str] | None) -> list[str]:
-    names = list(dict.fromkeys(models if models is not None else DEFAULT_MODELS))
+def _candidates(
+    models: Sequence[str] | None, task: str, n_rows: int
+) -> tuple[list[str], list[str]]:
+    """The models to compare, and those named that do not exist for `task`."""
+    if models is None:
+        return default_models(task, n_rows), []
+    names = list(dict.fromkeys(models))
     if not names:
         raise ValueError("no models to train")
     for name in names:
         spec(name)  # raises on an unknown name, listing the known ones
-    return names
+    usable = [name for name in names if task in spec(name).tasks]
+    if not usable:
+        raise ValueError(f"none of the models {names} is for {task}")
+    return usable, [name for name in names if name not in usable]
+
+
+_Fold = tuple[dict[str, Any], float, "np.ndarray | None"]
+"""One (model, fold) fit's scores, fit seconds and validation predictions."""
 
 
 class _Search:
@@ -282,6 +360,7 @@ class _Search:
         y: np.ndarray,
         splits: list[tuple[np.ndarray, np.ndarray]],
         seed: int,
+        n_classes: int,
         *,
         workers: int,
         budget: float | None,
@@ -290,20 +369,27 @@ class _Search:
     ) -> None:
         self.schema, self.task, self.classes = schema, task, classes
         self.X, self.y, self.splits, self.seed = X, y, splits, seed
+        self.n_classes = n_classes
         self.workers, self.on_progress, self.should_stop = workers, on_progress, should_stop
         self.deadline = None if budget is None else time.monotonic() + budget
         self.fold_scores: dict[str, list[dict[str, Any]]] = {}
         self.fit_seconds: dict[str, list[float]] = {}
+        self.oof: dict[str, list[np.ndarray | None]] = {}
+        """Per model, its predictions on each fold's validation rows (by fold number):
+        probabilities in `classes` order (None without predict_proba), or regression values."""
         self.complete: list[str] = []
         self.failed: dict[str, str] = {}
 
     def run(self, names: list[str]) -> None:
         templates = {
-            n: build_pipeline(self.schema, spec(n), self.task, len(self.y), self.seed)
+            n: build_pipeline(
+                self.schema, spec(n), self.task, len(self.y), self.seed, self.n_classes
+            )
             for n in names
         }
         for n in names:
             self.fold_scores[n], self.fit_seconds[n] = [], []
+            self.oof[n] = [None] * len(self.splits)
         queue = deque((n, f) for n in names for f in range(len(self.splits)))
         with (
             _quiet(),
@@ -323,7 +409,7 @@ class _Search:
     ) -> None:
         """Keep the pool busy until the queue is empty, the budget is spent or a stop."""
         total, done = len(queue), 0
-        running: dict[Future[tuple[dict[str, Any], float]], tuple[str, int]] = {}
+        running: dict[Future[_Fold], tuple[str, int]] = {}
         while True:
             while queue and len(running) < self.workers:
                 name, fold = queue[0]
@@ -340,7 +426,7 @@ class _Search:
             finished, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in finished:
                 name, fold = running.pop(future)
-                self._record(name, future)
+                self._record(name, fold, future)
                 done += 1
                 if self.on_progress is not None:
                     self.on_progress(done, total, name, fold + 1)
@@ -348,7 +434,7 @@ class _Search:
 
     def _submit(
         self, pool: ThreadPoolExecutor, template: tuple[Pipeline, dict[str, Any]], fold: int
-    ) -> Future[tuple[dict[str, Any], float]]:
+    ) -> Future[_Fold]:
         fit_idx, val_idx = self.splits[fold]
         return pool.submit(
             _fit_and_score,
@@ -361,14 +447,15 @@ class _Search:
             self.classes,
         )
 
-    def _record(self, name: str, future: Future[tuple[dict[str, Any], float]]) -> None:
+    def _record(self, name: str, fold: int, future: Future[_Fold]) -> None:
         try:
-            scores, seconds = future.result()
+            scores, seconds, predictions = future.result()
         except Exception as exc:  # one model's failure must not sink the comparison
             self.failed.setdefault(name, f"{type(exc).__name__}: {exc}")
             return
         self.fold_scores[name].append(scores)
         self.fit_seconds[name].append(seconds)
+        self.oof[name][fold] = predictions
         if name not in self.failed and len(self.fold_scores[name]) == len(self.splits):
             self.complete.append(name)
 
@@ -405,14 +492,21 @@ def _fit_and_score(
     y_val: np.ndarray,
     task: str,
     classes: list[Any] | None,
-) -> tuple[dict[str, Any], float]:
-    """One fold, in a worker thread. The OpenMP limit is per thread, so it is set here."""
+) -> _Fold:
+    """One fold, in a worker thread. The OpenMP limit is per thread, so it is set here.
+    Besides the scores, the validation predictions a blend is scored from."""
     with threadpool_limits(limits=1, user_api="openmp"):
         model = clone(template)
         started = time.perf_counter()
         model.fit(X_fit, y_fit, **fit_params)
         seconds = time.perf_counter() - started
-        return metrics.score(model, X_val, y_val, task, classes), seconds
+        if task == "regression":
+            predicted = np.asarray(model.predict(X_val), dtype="float64")
+            return metrics.regression_scores(y_val, predicted), seconds, predicted
+        assert classes is not None
+        proba = metrics.probabilities(model, X_val, classes)
+        scores = metrics.classification_scores(model, X_val, y_val, classes, proba=proba)
+        return scores, seconds, proba
 
 
 class _quiet(warnings.catch_warnings):
