@@ -42,7 +42,7 @@ def main(workdir: Path) -> None:
         verbose=False,
         html=False,
     )
-    compare_models(sort=spec["metric"], verbose=False)
+    compare_models(sort=spec["metric"], round=6, verbose=False)  # its table rounds to 4 by default
     elapsed = time.time() - started
     board = pull()
     metric = spec["metric"]

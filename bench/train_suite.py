@@ -158,7 +158,7 @@ class Case:
     def key(self) -> str:
         digest = hashlib.sha256(pd.util.hash_pandas_object(self.frame).to_numpy().tobytes())
         digest.update(json.dumps([self.test_fold, self.hold_idx.tolist()]).encode())
-        return f"{self.name}:{digest.hexdigest()[:16]}:pycaret-{PYCARET_VERSION}"
+        return f"{self.name}:{digest.hexdigest()[:16]}:pycaret-{PYCARET_VERSION}:round6"
 
 
 def prepare(name: str) -> Case:

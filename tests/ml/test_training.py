@@ -203,7 +203,8 @@ def test_the_blend_is_scored_on_the_same_folds_from_out_of_fold_probabilities() 
     result = train(frame, "label", models=["lr", "nb", "et"], folds=3)
     row = next(r for r in result.leaderboard if r["model"] == blend.NAME)
     members = result.settings["blend"]
-    assert row["label"] == blend.label(members) and 2 <= len(members) <= 3
+    assert row["label"] == blend.label(members, result.settings["blend_weights"])
+    assert 2 <= len(members) <= 3
     assert row["folds"] == 3 and row["fit_seconds"] > 0
     assert set(members) <= {"lr", "nb", "et"}
 
@@ -217,7 +218,8 @@ def test_the_blend_is_scored_on_the_same_folds_from_out_of_fold_probabilities() 
             pipeline, fit_params = build_pipeline(schema, spec(name), "classification", len(y), 0)
             pipeline.fit(X.iloc[fit_idx], y[fit_idx], **fit_params)
             probabilities.append(pipeline.predict_proba(X.iloc[val_idx])[:, 1])
-        expected = roc_auc_score(y[val_idx] == "yes", np.mean(probabilities, axis=0))
+        average = np.average(probabilities, axis=0, weights=result.settings["blend_weights"])
+        expected = roc_auc_score(y[val_idx] == "yes", average)
         assert result.fold_scores[blend.NAME][fold]["AUC"] == pytest.approx(expected)
     assert row["AUC"] == pytest.approx(np.mean([f["AUC"] for f in result.fold_scores["blend"]]))
 
@@ -237,10 +239,12 @@ def test_a_winning_blend_is_refit_predicts_raw_rows_and_round_trips(tmp_path: Pa
         X = result.X_holdout
         assert X is not None
         if result.task == "regression":
-            members = np.mean([est.predict(X) for est in voting.estimators_], axis=0)
+            predictions = [est.predict(X) for est in voting.estimators_]
+            members = np.average(predictions, axis=0, weights=result.settings["blend_weights"])
             np.testing.assert_allclose(result.pipeline.predict(X), members)
         else:
-            members = np.mean([est.predict_proba(X) for est in voting.estimators_], axis=0)
+            probabilities = [est.predict_proba(X) for est in voting.estimators_]
+            members = np.average(probabilities, axis=0, weights=result.settings["blend_weights"])
             np.testing.assert_allclose(result.pipeline.predict_proba(X), members)
             assert set(result.pipeline.predict(X)) <= set(result.classes or [])
         path = tmp_path / f"{target}.skops"

@@ -144,13 +144,27 @@ def _ranking(model: Any, X: Any, classes: list[Any]) -> np.ndarray | None:
     return None
 
 
+def binary_auc(positive: np.ndarray, scores: np.ndarray) -> float | None:
+    """ROC AUC from ranks (the Mann-Whitney statistic, ties averaged): what
+    `roc_auc_score` returns, without its input checks; None when a class is absent."""
+    from scipy.stats import rankdata
+
+    positive = np.asarray(positive, dtype=bool)
+    n_pos = int(positive.sum())
+    n_neg = len(positive) - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return None
+    ranks = rankdata(scores)
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
 def _auc(y: np.ndarray, ranking: np.ndarray | None, classes: list[Any]) -> float | None:
     if ranking is None:
         return None
     try:
         if len(classes) == 2:
             scores = ranking[:, 1] if ranking.ndim == 2 else ranking
-            return float(skm.roc_auc_score(y == classes[1], scores))
+            return binary_auc(np.asarray(y) == classes[1], scores)
         return float(
             skm.roc_auc_score(y, ranking, multi_class="ovr", average="macro", labels=classes)
         )

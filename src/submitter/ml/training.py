@@ -148,17 +148,18 @@ def train(
     leaderboard = sorted((search.row(n) for n in names_done), key=metrics.sort_key(metric))
     fold_scores = {n: list(search.fold_scores[n]) for n in names_done}
     members: list[str] = []
+    weights: list[int] = []
     if blend:
         found = blending.best(
             [row["model"] for row in leaderboard], search.oof, y_train, splits, task, classes,
             metric,
         )  # fmt: skip
         if found is not None:
-            members, fold_scores[blending.NAME] = found
+            members, weights, fold_scores[blending.NAME] = found
             leaderboard.append(
                 {
                     "model": blending.NAME,
-                    "label": blending.label(members),
+                    "label": blending.label(members, weights),
                     **metrics.summarise(fold_scores[blending.NAME], metrics.metric_names(task)),
                     "fit_seconds": round(sum(search.row(n)["fit_seconds"] for n in members), 4),
                     "folds": len(splits),
@@ -173,8 +174,10 @@ def train(
     winners = members if best == blending.NAME else [best]
     fitted = _refit(schema, winners, task, X_train, y_train, seed, n_classes, search.workers)
     if best == blending.NAME:
-        pipeline = blending.assemble(list(zip(winners, fitted, strict=True)), task, y_train)
-        params: dict[str, Any] = {"members": members, "voting": "average"}
+        pipeline = blending.assemble(
+            list(zip(winners, fitted, strict=True)), task, y_train, weights
+        )
+        params: dict[str, Any] = {"members": members, "weights": weights, "voting": "average"}
     else:
         pipeline = fitted[0]
         params = _json_safe(pipeline.named_steps["model"].get_params(deep=False))
@@ -201,6 +204,7 @@ def train(
             "models": names,
             "models_not_for_task": not_for_task,
             "blend": members,
+            "blend_weights": weights,
             "rows": len(frame),
             "rows_dropped_null_target": int((~keep).sum()),
             "rows_train": len(train_idx),
