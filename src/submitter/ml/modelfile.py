@@ -10,6 +10,8 @@ before any object is built.
 the catalogue (with and without string columns, classification and regression), written out
 by hand: computing it from the file at load time would trust whatever the file contains.
 `tests/ml/test_modelfile.py` re-derives it and fails when a new model needs a new type.
+A blend (`submitter.ml.blend`: a Voting estimator of member pipelines) needs none: the
+Voting estimators and their label encoder are scikit-learn types skops trusts itself.
 """
 
 from __future__ import annotations

@@ -144,7 +144,11 @@ def submit(request: Request, runtime: RuntimeDep, session: UiUser, form: FormDep
         "target": values["target"],
         "model_name": values["model_name"],
         "task": values["task"],
-        "models": values["models"] or None,
+        # Every default ticked: leave the choice to `default_models`, which picks per task
+        # and size (the form lists the union of both tasks' defaults).
+        "models": None
+        if set(values["models"]) == set(_catalogue()[1])
+        else (values["models"] or None),
     }
     folds = values["folds"]
     spec["folds"] = int(folds) if folds.isdigit() and len(folds) < 6 else folds
