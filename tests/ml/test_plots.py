@@ -91,7 +91,7 @@ def test_every_plot_of_the_task_is_a_legible_png(
 
 def test_the_folds_and_the_holdout_are_kept_for_the_plots() -> None:
     result = train(data.binary(), "label", models=["lr", "dt"], folds=3, holdout=0.25)
-    assert set(result.fold_scores) == {"lr", "dt"}
+    assert set(result.fold_scores) == {"lr", "dt", "blend"}  # the blend is scored per fold too
     for row in result.leaderboard:
         folds = [fold["AUC"] for fold in result.fold_scores[row["model"]]]
         assert len(folds) == 3 and np.isclose(np.mean(folds), row["AUC"])

@@ -236,7 +236,7 @@ def test_train_see_the_leaderboard_and_plots_promote_and_predict(
     with browsing.step("model"):
         page.click("#model-link")
         page.wait_for_url("**/ui/models/credit-ui/versions/1")
-        expect(page.locator("#leaderboard tbody tr")).to_have_count(2)
+        expect(page.locator("#leaderboard tbody tr")).to_have_count(3)  # lr, dt, their blend
         expect(page.locator("#leaderboard")).to_contain_text("Logistic")
         expect(page.locator("#leaderboard")).to_contain_text("Decision Tree")
         expect(page.locator("#metrics tbody tr").first).to_be_visible()
