@@ -94,22 +94,21 @@ _RUNNING_SIBLINGS = (
 _CLAIMED = (Job.kind, Job.spec, Job.attempts, Job.external_id, Job.phase, Job.parent_id)
 
 
+#: What a claim sets: running under our run token and lease, one attempt more.
+_CLAIM_VALUES: dict[str, Any] = {
+    "state": JobState.running,
+    "phase": None,
+    "attempts": Job.attempts + 1,
+    "started_at": bindparam("p_now", type_=UTCDateTime()),
+    "lease_expires_at": bindparam("p_lease", type_=UTCDateTime()),
+    "run_token": bindparam("p_token"),
+    "worker": bindparam("p_worker"),
+    "error": None,
+}
+
+
 def _claim_statement(*conditions: Any) -> Any:
-    return (
-        update(Job)
-        .where(*_CLAIMABLE, *conditions)
-        .values(
-            state=JobState.running,
-            phase=None,
-            attempts=Job.attempts + 1,
-            started_at=bindparam("p_now", type_=UTCDateTime()),
-            lease_expires_at=bindparam("p_lease", type_=UTCDateTime()),
-            run_token=bindparam("p_token"),
-            worker=bindparam("p_worker"),
-            error=None,
-        )
-        .returning(*_CLAIMED)
-    )
+    return update(Job).where(*_CLAIMABLE, *conditions).values(**_CLAIM_VALUES).returning(*_CLAIMED)
 
 
 _CLAIM = _claim_statement(Job.parent_id.is_(None))
@@ -133,16 +132,7 @@ _CLAIM_MANY = (
         .where(JobDependency.job_id == Job.id, _dependency.state != JobState.succeeded)
         .exists(),
     )
-    .values(
-        state=JobState.running,
-        phase=None,
-        attempts=Job.attempts + 1,
-        started_at=bindparam("p_now", type_=UTCDateTime()),
-        lease_expires_at=bindparam("p_lease", type_=UTCDateTime()),
-        run_token=bindparam("p_token"),
-        worker=bindparam("p_worker"),
-        error=None,
-    )
+    .values(**_CLAIM_VALUES)
     .returning(Job.id, *_CLAIMED)
 )
 #: The claimed jobs of a message that wait their turn: their leases renewed, and the ones
