@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
@@ -13,17 +14,25 @@ import pytest
 from sqlalchemy import select
 
 from submitter.db.models import Job
-from tests.conftest import Stack, eventually, make_backend, make_stack
+from tests.conftest import Backend, Stack, eventually, make_backend, make_stack
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     with (
         make_backend("postgres-redis", tmp_path_factory.mktemp("sweeps")) as backend,
+        _with_command_jobs(backend),
         make_stack(backend) as made,
     ):
         made.start("worker", "--concurrency=2")  # a second worker host: 4 slots in all
         yield made
+
+
+@contextmanager
+def _with_command_jobs(backend: Backend) -> Iterator[None]:
+    """Command jobs on (the metrics sweep's children report metrics from a shell)."""
+    backend.env["SUBMITTER_COMMAND_JOBS_ENABLED"] = "true"
+    yield
 
 
 def _sweep(stack: Stack, expect: int = 202, **spec: Any) -> dict[str, Any]:
@@ -117,6 +126,34 @@ def test_failed_child_fails_the_sweep_and_cancel_stops_the_rest(stack: Stack) ->
     assert cancelled.json()["state"] == "cancelled"
     eventually(lambda: all(c.state == "cancelled" for c in _children(stack, slow["id"])))
     assert stack.job(slow["id"])["state"] == "cancelled"
+
+
+def test_best_by_a_metric_sorts_by_its_last_value(stack: Stack) -> None:
+    # Each child reports `loss` at steps 0 and 1; the last (step 1) is what counts:
+    # 1/x, so the child with the largest x is lowest, while its step-0 value (x) is highest.
+    lines = (
+        'echo \'{"name": "loss", "value": {{x}}, "step": 0}\' >> "$SUBMITTER_METRICS"; '
+        'echo \'{"name": "loss", "value": \'$(awk "BEGIN {print 1/{{x}}}")\', "step": 1}\' '
+        '>> "$SUBMITTER_METRICS"'
+    )
+    sweep = _sweep(stack, kind="command", spec={"command": lines}, matrix={"x": [1, 2, 4]})
+    done = stack.wait(sweep["id"], timeout=120)
+    assert done["state"] == "succeeded", (done, [c.error for c in _children(stack, sweep["id"])])
+    url = f"/api/v1/jobs/{sweep['id']}/sweep"
+    table = stack.api.get(url, params={"best_by": "-loss"}, headers=stack.headers("viewer"))
+    assert table.status_code == 200, table.text
+    body = table.json()
+    assert body["metric_columns"] == ["loss"] and "loss" not in body["columns"]
+    assert [r["params"]["x"] for r in body["rows"]] == [4, 2, 1]
+    assert body["rows"][0]["metrics"]["loss"] == pytest.approx(0.25)
+    assert body["best"] == body["rows"][0]["job_id"]
+    highest = stack.api.get(url, params={"best_by": "loss"}, headers=stack.headers("viewer"))
+    assert [r["params"]["x"] for r in highest.json()["rows"]] == [1, 2, 4]
+    unknown = stack.api.get(url, params={"best_by": "-lsos"}, headers=stack.headers("viewer"))
+    assert unknown.status_code == 422, unknown.text
+    [error] = unknown.json()["detail"]
+    assert error["loc"] == ["query", "best_by"]
+    assert "'lsos'" in error["msg"] and "loss" in error["msg"]
 
 
 def test_invalid_sweeps_are_422_naming_the_field(stack: Stack) -> None:

@@ -109,6 +109,10 @@ class SweepRow(BaseModel):
     values: dict[str, float] = Field(
         description="Its result's numbers by dotted name (`cv.roc_auc`)."
     )
+    metrics: dict[str, float] = Field(
+        default_factory=dict,
+        description="The last value of each metric it reported (`$SUBMITTER_METRICS`).",
+    )
 
 
 class SweepTable(BaseModel):
@@ -117,6 +121,9 @@ class SweepTable(BaseModel):
     message: str | None
     parameters: list[str]
     columns: list[str] = Field(description="Every value name some child has.")
+    metric_columns: list[str] = Field(
+        default_factory=list, description="Every metric name some child reported."
+    )
     best_by: str | None
     best: str | None = Field(description="The child that is best by `best_by`.")
     rows: list[SweepRow]

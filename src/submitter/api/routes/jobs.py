@@ -128,7 +128,7 @@ def cancel_job(job_id: JobId, runtime: RuntimeDep, caller: User) -> JobOut:
     return JobOut.model_validate(service.cancel(runtime, job_id, by=caller.name))
 
 
-@router.get("/{job_id}/sweep", response_model=SweepTable, responses=responses(404))
+@router.get("/{job_id}/sweep", response_model=SweepTable, responses=responses(404, 422))
 def sweep_table(
     job_id: JobId,
     runtime: RuntimeDep,
@@ -137,11 +137,13 @@ def sweep_table(
         str | None,
         Query(
             max_length=200,
-            description="Sort by this result value, highest first (`-name`: lowest first).",
+            description="Sort by this result value, or else this metric's last value, "
+            "highest first (`-name`: lowest first); a name no child has is a 422.",
         ),
     ] = None,
 ) -> SweepTable:
-    """A sweep's children side by side: parameters, state and result values."""
+    """A sweep's children side by side: parameters, state, result values and the last
+    value of each metric."""
     return SweepTable.model_validate(sweeps.table(runtime, job_id, best_by))
 
 
