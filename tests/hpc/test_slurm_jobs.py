@@ -626,15 +626,54 @@ def test_a_slurm_sweep_is_one_array_with_a_job_per_task(
         task = f"{array_id}_{done[0].sweep_index}"
         _until_in(slurm_cluster, f"sacct -n -P -X -o JobID,State -j {task}", f"{task}|COMPLETED")
     assert any(f"scancel {array_id}_19" in line for line in hpc.logs(last.id))
-    # A pending task scancelled before it started has no record of its own: it is gone.
+    # The sweep's cancel went as one `scancel ARRAYID` for all its tasks, not a list.
+    whole = f"scancel {array_id} on test (the whole array"
+    went = [c for c in children[:-1] if c.state == "cancelled"]
+    eventually(lambda: all(any(whole in line for line in hpc.logs(c.id)) for c in went))
+    # A pending task scancelled before it started has no record of its own: it is gone;
+    # and the array's cancel leaves none of its tasks pending or running.
     queued = _ssh(slurm_cluster, "squeue --array --noheader --format=%i --states=PD,R")
-    assert f"{array_id}_19" not in queued.split(), queued
+    assert not [t for t in queued.split() if t.startswith(f"{array_id}_")], queued
     table = hpc.api.get(
         f"/api/v1/jobs/{sweep['id']}/sweep",
         params={"best_by": "-slurm.elapsed_seconds"},
         headers=hpc.headers("viewer"),
     ).json()
     assert {r["external_id"] for r in table["rows"]} == {c.external_id for c in children}
+
+
+def test_throttled_array_tasks_are_released_within_max_parallel(hpc: Stack) -> None:
+    """max_jobs 3 leaves room for 3 of 6 tasks in the array (`%2`); the other 3 wait
+    throttled and go as single jobs, never more than max_parallel children at once."""
+    response = hpc.api.post(
+        "/api/v1/jobs",
+        json={
+            "kind": "sweep",
+            "spec": {
+                "kind": "slurm",
+                "spec": {"cluster": "limited", "command": "sleep 2; echo {{i}}"},
+                "matrix": {"i": list(range(6))},
+                "max_parallel": 2,
+            },
+        },
+        headers=hpc.headers("user"),
+    )
+    assert response.status_code == 202, response.text
+    sweep_id = response.json()["id"]
+    most = 0
+    deadline = time.monotonic() + SLOW
+    while True:
+        children = _children(hpc, sweep_id)
+        most = max(most, sum(c.phase == "running" for c in children))
+        if all(c.state in ("succeeded", "failed", "cancelled") for c in children):
+            break
+        assert time.monotonic() < deadline, [(c.state, c.phase) for c in children]
+        time.sleep(0.1)
+    assert all(c.state == "succeeded" for c in children), [c.message for c in children]
+    assert 1 <= most <= 2
+    singles = [c for c in children if "_" not in (c.external_id or "")]
+    assert len(singles) == 3  # the throttled ones ran as single jobs, released
+    assert all(any("released" in line for line in hpc.logs(c.id)) for c in singles)
 
 
 def test_max_jobs_keeps_at_most_that_many_in_slurm(hpc: Stack) -> None:

@@ -16,7 +16,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from submitter.db.models import Job
 from submitter.hpc.clusters import ClusterConfig
@@ -113,7 +113,54 @@ def to_release(runtime: Runtime, cluster: ClusterConfig, ended: int) -> list[str
         count = max(1, ended) - now.released
     else:
         count = cluster.max_jobs - now.in_slurm - now.released
-    return now.throttled[: max(0, count)]
+    if count <= 0:
+        return []
+    return within_max_parallel(runtime, now.throttled)[:count]
+
+
+def within_max_parallel(runtime: Runtime, throttled: list[str]) -> list[str]:
+    """`throttled` (oldest first) without the sweep children their sweep's `max_parallel`
+    has no room for. A throttled array task goes out as a single job, outside the array's
+    `%max_parallel`: the sweep's children in SLURM (array tasks pending there too, as they
+    may start at any moment) and released count against it."""
+    with runtime.reads() as session:
+        parents = dict(
+            session.execute(
+                select(Job.id, Job.parent_id).where(
+                    Job.id.in_(throttled), Job.parent_id.is_not(None)
+                )
+            ).all()
+        )
+        if not parents:
+            return throttled
+        limited: dict[str, int] = {
+            parent_id: most
+            for parent_id, most in session.execute(
+                select(Job.id, Job.max_parallel).where(Job.id.in_(set(parents.values())))
+            ).all()
+            if most is not None
+        }
+        busy: dict[str, int] = {}
+        for parent_id in limited:
+            busy[parent_id] = (
+                session.scalar(
+                    select(func.count()).where(
+                        Job.parent_id == parent_id,
+                        Job.state == JobState.running,
+                        Job.phase.is_distinct_from(THROTTLED),
+                    )
+                )
+                or 0
+            )
+    chosen = []
+    for job_id in throttled:
+        sweep = parents.get(job_id)
+        if sweep is not None and sweep in limited:
+            if busy[sweep] >= limited[sweep]:
+                continue
+            busy[sweep] += 1
+        chosen.append(job_id)
+    return chosen
 
 
 def throttled_message(cluster: ClusterConfig, reason: str | None = None) -> str:

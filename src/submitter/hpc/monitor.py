@@ -149,7 +149,12 @@ class Monitor:
         return result
 
     def _scancel(self, cluster: ClusterConfig, to_cancel: dict[str, str]) -> None:
-        done = self.pool.run(cluster, slurm.scancel_argv(sorted(to_cancel)))
+        """One scancel for all. The tasks of an array whose sweep was cancelled go as the
+        array's id (`scancel 123` ends every task, pending ones included, in one request
+        to the controller); a child cancelled on its own stays `123_4`."""
+        whole = self._cancelled_arrays(to_cancel)
+        targets = {s: a if (a := s.partition("_")[0]) in whole else s for s in to_cancel}
+        done = self.pool.run(cluster, slurm.scancel_argv(sorted(set(targets.values()))))
         if not done.ok:  # jobs that already ended make scancel complain; that is fine
             logger.info("scancel on %s: %s", cluster.name, done.stderr.strip())
         with self.runtime.transaction() as session:
@@ -163,7 +168,37 @@ class Monitor:
                     )
                     .values(phase=None)
                 )
-                add_log(session, job_id, f"scancel {slurm_id} on {cluster.name}")
+                target = targets[slurm_id]
+                add_log(
+                    session,
+                    job_id,
+                    f"scancel {target} on {cluster.name}"
+                    + (
+                        f" (the whole array, with its sweep; task {slurm_id})"
+                        if target != slurm_id
+                        else ""
+                    ),
+                )
+
+    def _cancelled_arrays(self, to_cancel: dict[str, str]) -> set[str]:
+        """The ids of arrays among `to_cancel`'s tasks whose sweep (the job
+        that ran `sbatch --array`, its external id the array's) is cancelled."""
+        arrays = {s.partition("_")[0] for s in to_cancel if "_" in s}
+        if not arrays:
+            return set()
+        with self.runtime.reads() as session:
+            found = session.scalars(
+                select(Job.external_id).where(
+                    Job.id.in_(
+                        select(Job.parent_id).where(
+                            Job.id.in_(list(to_cancel.values())), Job.parent_id.is_not(None)
+                        )
+                    ),
+                    Job.state == JobState.cancelled,
+                    Job.external_id.in_(sorted(arrays)),
+                )
+            )
+            return {a for a in found if a}
 
     def _follow(self, cluster: ClusterConfig, followed: dict[str, Followed]) -> list[str]:
         done = self.pool.run(cluster, slurm.squeue_argv(sorted(followed, key=int)))

@@ -141,17 +141,23 @@ def lock_parent(connection: Connection | Session, parent_id: str) -> None:
     connection.execute(select(Job.id).where(Job.id == parent_id).with_for_update())
 
 
-def release_children(runtime: Runtime, parent_id: str) -> list[str]:
-    """Send the oldest held children, as many as `max_parallel` leaves room for."""
+def release_children(runtime: Runtime, parent_id: str, *, handed_off: bool = False) -> list[str]:
+    """Send the oldest held children, as many as `max_parallel` leaves room for.
+
+    `handed_off`: only if the parent's own run is over (phase `children`). The reconciler's
+    safety net asks so: while a SLURM sweep's run stages its array, its children are held
+    on purpose, and one released then would run as a single job beside the array."""
     from submitter.jobs.service import publish
 
     now = utcnow()
     with runtime.engine.begin() as connection:
         lock_parent(connection, parent_id)
         parent = connection.execute(
-            select(Job.state, Job.max_parallel).where(Job.id == parent_id)
+            select(Job.state, Job.phase, Job.max_parallel).where(Job.id == parent_id)
         ).one_or_none()
         if parent is None or parent.state != JobState.running:
+            return []
+        if handed_off and parent.phase != CHILDREN:
             return []
         limit = parent.max_parallel
         query = (

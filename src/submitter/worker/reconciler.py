@@ -167,7 +167,7 @@ def _settle_sweeps(runtime: Runtime, report: ReconcileReport) -> None:
         )
     for parent_id in parents:
         if parent_id is not None:
-            report.resent += sweeps.release_children(runtime, parent_id)
+            report.resent += sweeps.release_children(runtime, parent_id, handed_off=True)
     for parent_id in sweeps.unsettled_parents(runtime):
         if sweeps.settle(runtime, parent_id):
             report.settled_waiting += 1
