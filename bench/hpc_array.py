@@ -1,7 +1,8 @@
 """SLURM job arrays against single jobs: N tasks as one sweep (one array) and N single
 slurm jobs, on the test cluster, through the whole of Submitter.
 
-    .venv/bin/python bench/hpc_array.py [--tasks 500] [--interval 1] [--timeout 1800]
+    .venv/bin/python bench/hpc_array.py [--tasks 500] [--cpus 64] [--interval 1]
+                                        [--timeout 1800] [--only array|single]
 
 Starts the test cluster of the test suite (tests/hpc_cluster.py: single-node SLURM + a
 private sshd), a PostgreSQL + Redis + S3 backend, the API (in-process) and a worker
@@ -13,6 +14,14 @@ under: one per sbatch), squeue calls per poll, SSH sessions the cluster's sshd a
 (monitor and worker processes), and the wall time from the first submit to the last job
 `succeeded`. Goals: 1 sbatch for the array, 1 squeue per poll, array wall ≤ 0.5x the
 single jobs'. The load average is printed with the figures (a shared machine).
+
+`--cpus N` declares N CPUs on the test node (SlurmdParameters=config_overrides; the tasks
+only `echo`): with the machine's 2, SLURM runs 2 jobs at once, array or not, and its own
+start/end of each job bounds both walls alike. Next to the walls it prints where the time
+went: SLURM's span (first task start to last task end, from the jobs' accounting) and
+Submitter's lag after SLURM (a job's SLURM end to its `succeeded`, median and max), and
+the remote commands the workers ran (sshd's "Starting session: command" lines, less the
+monitor's).
 """
 
 from __future__ import annotations
@@ -36,9 +45,17 @@ def main() -> int:
     parser.add_argument("--tasks", type=int, default=500)
     parser.add_argument("--interval", type=float, default=1.0, help="monitor poll interval")
     parser.add_argument("--timeout", type=float, default=1800.0)
+    parser.add_argument(
+        "--cpus", type=int, default=0, help="CPUs the test node declares (0: the machine's)"
+    )
+    parser.add_argument("--only", choices=("array", "single"), help="run one side only")
     args = parser.parse_args()
+    if args.cpus:
+        from tests.hpc_cluster import CPUS_ENV
+
+        os.environ[CPUS_ENV] = str(args.cpus)
     try:
-        return run(args.tasks, args.interval, args.timeout)
+        return run(args.tasks, args.interval, args.timeout, args.only)
     except BenchError as error:
         log(f"error: {error}")
         return 1
@@ -46,13 +63,15 @@ def main() -> int:
         return 130
 
 
-def run(count: int, interval: float, timeout: float) -> int:
+def run(count: int, interval: float, timeout: float, only: str | None = None) -> int:
+    from submitter.db.types import utcnow
     from submitter.hpc.monitor import Monitor
     from submitter.hpc.pool import ClusterPool
     from tests.conftest import make_backend, make_stack
     from tests.hpc_cluster import slurm_cluster
 
     log("starting the test cluster (SLURM + sshd)")
+    load_before = os.getloadavg()[0]
     cluster = slurm_cluster()
     with (
         tempfile.TemporaryDirectory(prefix="submitter-bench-array-") as home,
@@ -63,23 +82,34 @@ def run(count: int, interval: float, timeout: float) -> int:
             pool = ClusterPool()
             monitor = Monitor(stack.runtime, pool)
             figures = {}
-            for name, submit in (("array", _submit_array), ("single", _submit_singles)):
+            # One job first, not measured: the worker's start, its SSH session and the
+            # accounting probe would otherwise count against whichever side runs first.
+            log("warming up: one slurm job")
+            _follow(stack, monitor, _submit_singles(stack, 1), interval, timeout)
+            sides = (("array", _submit_array), ("single", _submit_singles))
+            for name, submit in [side for side in sides if only in (None, side[0])]:
                 before = _ssh_sessions(cluster)
+                commands_before = _ssh_commands(cluster)
                 started = time.monotonic()
+                submitted_at = utcnow()
                 ids = submit(stack, count)
                 polls = _follow(stack, monitor, ids, interval, timeout)
                 wall = time.monotonic() - started
                 jobs = _jobs(stack, ids)
+                monitor_commands = sum(sum(p.commands.values()) for p in polls)
                 figures[name] = {
                     "wall": wall,
                     "sbatch": len({(j.external_id or "").split("_")[0] for j in jobs}),
                     "squeue": [p.commands.get("squeue", 0) for p in polls],
                     "ssh": _ssh_sessions(cluster) - before,
+                    "worker_commands": _ssh_commands(cluster) - commands_before - monitor_commands,
                     "succeeded": sum(j.state == "succeeded" for j in jobs),
+                    **_spans(jobs),
+                    "in_slurm": _in_slurm(stack, ids, submitted_at),
                 }
                 log(f"{name}: {figures[name]['succeeded']}/{count} succeeded in {wall:.0f}s")
             pool.close()
-    _report(count, figures)
+    _report(count, figures, load_before, cluster.cpus)
     return 0 if all(f["succeeded"] == count for f in figures.values()) else 1
 
 
@@ -153,8 +183,61 @@ def _ssh_sessions(cluster: Any) -> int:
     return log_file.read_text(errors="replace").count("Accepted publickey")
 
 
-def _report(count: int, figures: dict[str, dict[str, Any]]) -> None:
-    array, single = figures["array"], figures["single"]
+def _ssh_commands(cluster: Any) -> int:
+    """Remote commands (exec channels) the test sshd started so far, all connections."""
+    log_file = Path(cluster.tmpdir) / "sshd.log"
+    return log_file.read_text(errors="replace").count("Starting session: command")
+
+
+def _in_slurm(stack: Any, ids: list[str], since: Any) -> float:
+    """Seconds from the first submit to the last job (task) in SLURM: staging + sbatch."""
+    from sqlalchemy import func, select
+
+    from submitter.db.models import JobLog
+
+    with stack.runtime.reads() as session:
+        last = session.scalar(
+            select(func.max(JobLog.at)).where(
+                JobLog.job_id.in_(ids), JobLog.message.like("submitted %")
+            )
+        )
+    return (last - since).total_seconds() if last else 0.0
+
+
+def _spans(jobs: list[Any]) -> dict[str, float]:
+    """SLURM's span (first start to last end, from each job's accounting) and Submitter's
+    lag after it (a job's SLURM end to its `succeeded`): which of the two the wall is."""
+    from datetime import datetime, timedelta
+
+    starts, ends, lags = [], [], []
+    for job in jobs:
+        record = (job.result or {}).get("slurm") or {}
+        if not record.get("end_time") or record.get("elapsed_seconds") is None:
+            continue
+        end = datetime.fromisoformat(record["end_time"]).astimezone()  # cluster-local time
+        ends.append(end)
+        starts.append(end - timedelta(seconds=record["elapsed_seconds"]))
+        if job.finished_at is not None:
+            lags.append((job.finished_at - end).total_seconds())
+    lags.sort()
+    return {
+        "slurm_span": (max(ends) - min(starts)).total_seconds() if ends else 0.0,
+        "lag_median": lags[len(lags) // 2] if lags else 0.0,
+        "lag_max": lags[-1] if lags else 0.0,
+    }
+
+
+def _report(count: int, figures: dict[str, dict[str, Any]], load_before: float, cpus: int) -> None:
+    empty = {
+        "wall": 0.0,
+        "sbatch": 0,
+        "squeue": [],
+        "ssh": 0,
+        "worker_commands": 0,
+        "in_slurm": 0.0,
+    }
+    array = figures.get("array", {**empty, "slurm_span": 0.0, "lag_median": 0.0, "lag_max": 0.0})
+    single = figures.get("single", {**empty, "slurm_span": 0.0, "lag_median": 0.0, "lag_max": 0.0})
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
 
     def per_poll(f: dict[str, Any]) -> str:
@@ -162,11 +245,27 @@ def _report(count: int, figures: dict[str, dict[str, Any]]) -> None:
         return f"max {max(calls, default=0)}, mean {sum(calls) / max(1, len(calls)):.2f}"
 
     ratio = array["wall"] / single["wall"] if single["wall"] else 0.0
-    print(f"{count} tasks as one array vs {count} single slurm jobs (load average {load})")
+    print(
+        f"{count} tasks as one array vs {count} single slurm jobs, node with {cpus} CPUs "
+        f"(1-min load average {load_before:.2f} before; {load} after)"
+    )
     print(f"{'':22} {'array':>12} {'single jobs':>12}  goal")
     print(f"{'sbatch calls':22} {array['sbatch']:>12} {single['sbatch']:>12}  array: 1")
     print(f"{'squeue per poll':22} {per_poll(array):>12} {per_poll(single):>12}  1")
     print(f"{'SSH sessions accepted':22} {array['ssh']:>12} {single['ssh']:>12}")
+    print(
+        f"{'worker remote commands':22} {array['worker_commands']:>12} "
+        f"{single['worker_commands']:>12}"
+    )
+    print(
+        f"{'submit→all in SLURM':22} {array['in_slurm']:>11.0f}s {single['in_slurm']:>11.0f}s"
+        "  staging + sbatch"
+    )
+    print(f"{'SLURM span':22} {array['slurm_span']:>11.0f}s {single['slurm_span']:>11.0f}s")
+    print(
+        f"{'SLURM end→succeeded':22} {array['lag_median']:>5.1f}/{array['lag_max']:>5.0f}s "
+        f"{single['lag_median']:>5.1f}/{single['lag_max']:>5.0f}s  median/max"
+    )
     print(
         f"{'wall, submit→succeeded':22} {array['wall']:>11.0f}s {single['wall']:>11.0f}s"
         f"  array ≤ 0.5x single: ratio {ratio:.2f} "

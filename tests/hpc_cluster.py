@@ -58,6 +58,9 @@ from tests.services import _answers, _apt_install, _find, _free_ports, _PrivateS
 ACCOUNTING_ENV = "SUBMITTER_TEST_SLURM_ACCOUNTING"  # 0: off, 1: required, unset: if possible
 MARIADB_SOCKET_ENV = "SUBMITTER_TEST_MARIADB_SOCKET"
 LOCK_TIMEOUT_ENV = "SUBMITTER_TEST_SLURM_LOCK_TIMEOUT"
+#: Declare this many CPUs on the node instead of the machine's (bench/hpc_array.py: jobs that
+#: only `echo` use no CPU; with 2 real CPUs SLURM runs 2 at once and bounds any measure).
+CPUS_ENV = "SUBMITTER_TEST_SLURM_CPUS"
 RUN_ENV = "SUBMITTER_TEST_SLURM_RUN"  # in the environment of every daemon we start
 
 USER = "submitter-hpc"
@@ -737,6 +740,8 @@ def _write_slurm_conf(run: _Run, accounting: list[str]) -> None:
             "JobAcctGatherFrequency=5",
             *(accounting or ["AccountingStorageType=accounting_storage/none"]),
             "MinJobAge=300",
+            # More CPUs than the machine has (CPUS_ENV): slurmd takes the configured ones.
+            *(["SlurmdParameters=config_overrides"] if os.environ.get(CPUS_ENV) else []),
             "ReturnToService=2",
             "KillWait=5",
             "InactiveLimit=0",
@@ -807,9 +812,12 @@ def _start(run: _Run) -> TestCluster:
         "hostname": hostname,
         "ctld_port": ctld_port,
         "slurmd_port": slurmd_port,
-        "cpus": os.cpu_count() or 1,
+        "cpus": int(os.environ.get(CPUS_ENV) or 0) or os.cpu_count() or 1,
         "real_memory_mb": _real_memory_mb(),
     }
+    if os.environ.get(CPUS_ENV):  # and DefMemPerCPU's worth of memory for each
+        c = run.cluster_settings
+        c["real_memory_mb"] = max(c["real_memory_mb"], c["cpus"] * 1024)
     accounting = _accounting(run, hostname, dbd_port)
     _write_slurm_conf(run, accounting or [])
     run.server.port = ctld_port

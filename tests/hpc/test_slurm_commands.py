@@ -202,3 +202,34 @@ def test_array_tasks_in_sbatch_scontrol_and_the_dispatcher() -> None:
     script = dispatcher_script(["/w/a b", "/w/c"], "/w/root", ["data/x.csv"])
     assert "folders=('/w/a b' /w/c)" in script
     assert "ln -sfn /w/root/shared/data/x.csv data/x.csv" in script
+
+
+def test_tasks_of_one_array_are_asked_for_by_the_array_id() -> None:
+    from submitter.hpc.accounting import _asked_for
+
+    assert _asked_for(["12_0", "12_3", "12_7"]) == ["12"]
+    assert _asked_for(["12_0"]) == ["12_0"]  # one task: exactly it
+    assert sorted(_asked_for(["12_0", "13_1"])) == ["12_0", "13_1"]
+    assert sorted(_asked_for(["12_0", "14"])) == ["12_0", "14"]
+
+
+def test_find_listing_of_many_folders_parses_by_folder() -> None:
+    from submitter.hpc.finishing import array_of, find_argv, parse_find
+    from submitter.hpc.transport import RemoteFile
+
+    folders = ["/w/submitter/a", "/w/my jobs/b", "/w/submitter/c"]
+    argv = find_argv(folders)
+    assert argv[0] == "find" and argv[1:4] == folders and argv[-1] == "%H\\0%P\\0%s\\0"
+    assert shlex.split(shlex.join(argv)) == argv
+    printed = (
+        "/w/submitter/a\0slurm-12_0.out\0006\0"
+        "/w/submitter/a\0.submitter/times\00040\0"
+        "/w/my jobs/b\0out dir/x\ny.txt\0003\0"
+        "/elsewhere\0z\0001\0"
+    )
+    listings = parse_find(printed, folders)
+    assert listings == {
+        "/w/submitter/a": [RemoteFile("slurm-12_0.out", 6), RemoteFile(".submitter/times", 40)],
+        "/w/my jobs/b": [RemoteFile("out dir/x\ny.txt", 3)],
+    }  # c printed nothing: it is not in the answer (its task walks it itself)
+    assert array_of("12_4") == "12" and array_of("12") is None and array_of("12_x") is None

@@ -54,7 +54,7 @@ class AccountingLookup:
             return {}
         cpu_seconds = cpu_seconds or {}
         if self.has_sacct(cluster):
-            done = self.pool.run(cluster, slurm.sacct_argv(job_ids)).check()
+            done = self.pool.run(cluster, slurm.sacct_argv(_asked_for(job_ids))).check()
             records = {k: v for k, v in slurm.parse_sacct(done.stdout).items() if k in job_ids}
             # slurmdbd lags the controller by a moment: a job squeue calls finished may
             # still be RUNNING (or half-filled) in sacct. The controller fills the gaps.
@@ -120,6 +120,16 @@ class AccountingLookup:
                     path = kinds.get("JobCompLoc")
             self._jobcomp_log[cluster.name] = path
         return self._jobcomp_log[cluster.name]
+
+
+def _asked_for(job_ids: Collection[str]) -> list[str]:
+    """The ids to give sacct: an array's id for several tasks of one array (`--jobs=123`
+    answers for all its tasks; 500 task ids would make a long command line), else the
+    ids as they are. The caller keeps the records of the ids it asked about."""
+    arrays = {j.partition("_")[0] for j in job_ids if "_" in j}
+    if len(job_ids) > 1 and len(arrays) == 1 and all("_" in j for j in job_ids):
+        return sorted(arrays)
+    return list(job_ids)
 
 
 def _complete(record: Accounting) -> bool:

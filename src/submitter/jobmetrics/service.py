@@ -106,10 +106,13 @@ def record_file(runtime: Runtime, job_id: str, path: Path, log: Callable[[str, s
     return sink.count
 
 
-def collect_metrics(ctx: JobContext, transport: Transport, remote: str) -> int:
+def collect_metrics(
+    ctx: JobContext, transport: Transport, remote: str, present: bool | None = None
+) -> int:
     """The metrics file a job left in its folder (a SLURM job's, after it ended) → its
-    metrics; the number recorded."""
-    if not transport.exists(remote):
+    metrics; the number recorded. `present`: whether the file is there, if a listing of
+    the folder said so already (None: ask)."""
+    if present is False or (present is None and not transport.exists(remote)):
         return 0
     with tempfile.TemporaryDirectory(prefix="submitter-metrics-") as scratch:
         local = Path(scratch) / "metrics.jsonl"

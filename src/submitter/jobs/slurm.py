@@ -19,6 +19,7 @@ sbatch, the run finds `external_id` set and resumes instead of submitting twice.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import re
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -30,9 +31,10 @@ from submitter.hpc import limits, slurm
 from submitter.hpc.accounting import AccountingLookup
 from submitter.hpc.clusters import ClusterConfig, UnknownCluster, find_cluster
 from submitter.hpc.environment import batch_wrapper, check_modules_argv, create_venv_argv
+from submitter.hpc.finishing import EndedTasks
 from submitter.hpc.pool import POOL
 from submitter.hpc.staging import CONTROL_DIR, job_folder, put_upload
-from submitter.hpc.transport import Transport
+from submitter.hpc.transport import RemoteFile, Transport
 from submitter.jobmetrics import HELPER, METRICS_FILE
 from submitter.jobmetrics.service import collect_metrics
 from submitter.jobs.context import HandedOff, JobCancelled, JobContext, JobFailed
@@ -55,6 +57,8 @@ if TYPE_CHECKING:
 _WORD = WORD
 _MODULE = r"^[A-Za-z0-9_.+@/-]{1,128}$"
 _TIME = r"^(\d+|\d+:\d{1,2}|\d+:\d{1,2}:\d{1,2}|\d+-\d+|\d+-\d+:\d{1,2}|\d+-\d+:\d{1,2}:\d{1,2})$"
+#: The batch wrapper's measure of the job's CPU time, in the job folder.
+TIMES_FILE = f"{CONTROL_DIR}/times"
 #: Lines of the SLURM output copied into the job log (all of it goes to the store).
 LOG_TAIL_LINES = 200
 
@@ -134,6 +138,7 @@ def resolve_spec(
 # --------------------------------------------------------------------------- on a worker
 
 ACCOUNTING = AccountingLookup(POOL)
+ENDED_TASKS = EndedTasks(POOL, ACCOUNTING)
 
 
 def run(spec: SlurmSpec, ctx: JobContext) -> Any:
@@ -179,9 +184,11 @@ def stage_job(
     *,
     venv: str | None,
     skip: frozenset[tuple[str, str]] = frozenset(),
+    control: bool = True,
 ) -> tuple[str, str]:
     """Job `job_id`'s folder with its provided files (but those in `skip`, staged once
-    elsewhere), its script and batch wrapper; return (folder, wrapper)."""
+    elsewhere), its script and batch wrapper (not with `control=False`: an array writes
+    those of all its tasks at once); return (folder, wrapper)."""
     from submitter.datasets.limits import DatasetLimits
 
     transport = POOL.get(cluster)
@@ -196,13 +203,23 @@ def stage_job(
         size = put_upload(transport, ctx.runtime.store, folder, upload_of(ctx, item), limits_)
         ctx.log(f"staged {item.source.split(':', 1)[0]} → {item.target} ({size} bytes)")
     ctx.check_cancelled()
+    files = control_files(spec, cluster, folder, job_id, venv=venv) if control else []
+    for relative, data, mode in files:
+        target = f"{folder}/{relative}"
+        if relative.count("/") > 1:
+            transport.makedirs(target.rsplit("/", 1)[0])
+        transport.put(io.BytesIO(data), target, mode=mode)
+    return folder, f"{folder}/{CONTROL_DIR}/job.sbatch"
+
+
+def control_files(
+    spec: SlurmSpec, cluster: ClusterConfig, folder: str, job_id: str, *, venv: str | None
+) -> list[tuple[str, bytes, int]]:
+    """Submitter's own files of a job folder, (path in the folder, bytes, mode): the
+    script, the metrics helper and the batch wrapper (an array writes all its tasks' in
+    one transfer, hpc.arrays)."""
     script = f"{folder}/{CONTROL_DIR}/script"
-    wrapper = f"{folder}/{CONTROL_DIR}/job.sbatch"
-    transport.put(io.BytesIO(spec.script_text().encode()), script, mode=0o700)
     helper_dir = f"{folder}/{CONTROL_DIR}/lib"
-    transport.makedirs(helper_dir)
-    with open(HELPER, "rb") as helper:
-        transport.put(helper, f"{helper_dir}/{HELPER.name}")
     text = batch_wrapper(
         cluster,
         job_id=job_id,
@@ -211,12 +228,15 @@ def stage_job(
         modules=spec.environment.modules,
         venv=venv,
         env=spec.env,
-        times_file=f"{folder}/{CONTROL_DIR}/times",
+        times_file=f"{folder}/{TIMES_FILE}",
         metrics_file=f"{folder}/{CONTROL_DIR}/{METRICS_FILE}",
         helper_dir=helper_dir,
     )
-    transport.put(io.BytesIO(text.encode()), wrapper, mode=0o700)
-    return folder, wrapper
+    return [
+        (f"{CONTROL_DIR}/script", spec.script_text().encode(), 0o700),
+        (f"{CONTROL_DIR}/lib/{HELPER.name}", HELPER.read_bytes(), 0o644),
+        (f"{CONTROL_DIR}/job.sbatch", text.encode(), 0o700),
+    ]
 
 
 def _ensure_venv(spec: SlurmSpec, ctx: JobContext, cluster: ClusterConfig, base: str) -> str:
@@ -303,22 +323,37 @@ def _follow_up(
 ) -> dict[str, Any]:
     """The job left SLURM (or we are resuming after a lost worker): collect and conclude."""
     transport = POOL.get(cluster)
-    folder = job_folder(transport.expand(cluster.workdir), ctx.job_id)
-    cpu = _wrapper_cpu_seconds(transport, folder)
-    record = ACCOUNTING.lookup(cluster, [slurm_id], {slurm_id: cpu} if cpu is not None else None)
-    accounting = record.get(slurm_id)
+    base = transport.expand(cluster.workdir)
+    folder = job_folder(base, ctx.job_id)
+    # An array task: the array's ended tasks are looked up together (hpc.finishing).
+    ended = ENDED_TASKS.ended(ctx.runtime, cluster, base, ctx.job_id, slurm_id)
+    files: list[RemoteFile] | None = None
+    accounting: slurm.Accounting | None
+    if ended is not None:
+        accounting, files = ended
+        if accounting.cpu_seconds is None and any(f.path == TIMES_FILE for f in files):
+            cpu = _wrapper_cpu_seconds(transport, folder, known=True)
+            accounting = dataclasses.replace(accounting, cpu_seconds=cpu)
+    else:
+        cpu = _wrapper_cpu_seconds(transport, folder)
+        records = ACCOUNTING.lookup(
+            cluster, [slurm_id], {slurm_id: cpu} if cpu is not None else None
+        )
+        accounting = records.get(slurm_id)
     if accounting is None or slurm.phase_of(accounting.state) != "finished":
         still = slurm.phase_of(accounting.state) if accounting else "submitted"
         ctx.log(f"SLURM job {slurm_id} has not ended yet ({still}); following it again")
         raise HandedOff(still)
     ctx.progress(phase="collecting", message=f"SLURM {accounting.state}: collecting")
-    collected = _collect(spec, ctx, transport, folder, slurm_id)
+    collected = _collect(spec, ctx, transport, folder, slurm_id, files)
+    metrics_file = f"{CONTROL_DIR}/{METRICS_FILE}"
+    present = None if files is None else any(f.path == metrics_file for f in files)
     result = {
         "cluster": cluster.name,
         "slurm_job_id": slurm_id,
         "slurm": accounting.as_dict(),
         "collected": collected,
-        "metrics": collect_metrics(ctx, transport, f"{folder}/{CONTROL_DIR}/{METRICS_FILE}"),
+        "metrics": collect_metrics(ctx, transport, f"{folder}/{metrics_file}", present=present),
     }
     state, message = slurm.outcome(accounting)
     ctx.log(f"SLURM job {slurm_id} ended {accounting.state} (exit code {accounting.exit_code})")
@@ -330,9 +365,10 @@ def _follow_up(
     return result
 
 
-def _wrapper_cpu_seconds(transport: Transport, folder: str) -> float | None:
-    times = f"{folder}/{CONTROL_DIR}/times"
-    if not transport.exists(times):
+def _wrapper_cpu_seconds(transport: Transport, folder: str, known: bool = False) -> float | None:
+    """The CPU time the batch wrapper measured (`known`: the file is there, listed)."""
+    times = f"{folder}/{TIMES_FILE}"
+    if not known and not transport.exists(times):
         return None
     buffer = io.BytesIO()
     transport.get_into(times, buffer)
@@ -340,11 +376,17 @@ def _wrapper_cpu_seconds(transport: Transport, folder: str) -> float | None:
 
 
 def _collect(
-    spec: SlurmSpec, ctx: JobContext, transport: Transport, folder: str, slurm_id: str
+    spec: SlurmSpec,
+    ctx: JobContext,
+    transport: Transport,
+    folder: str,
+    slurm_id: str,
+    files: list[RemoteFile] | None = None,
 ) -> list[str]:
-    """SLURM's output and the files matching `files.collect` → the job's artifacts."""
+    """SLURM's output and the files matching `files.collect` → the job's artifacts
+    (`files`: the folder's listing, when a bulk lookup made it already)."""
     logs = [f"slurm-{slurm_id}.out", f"slurm-{slurm_id}.err"]
-    names = collect_matching(ctx, transport, folder, logs, spec.files.collect)
+    names = collect_matching(ctx, transport, folder, logs, spec.files.collect, files=files)
     for name, level in zip(logs, ("INFO", "WARNING"), strict=True):
         path = ctx.workdir / name
         if path.is_file() and path.stat().st_size:

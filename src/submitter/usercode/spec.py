@@ -24,7 +24,7 @@ from submitter.jobs.context import JobContext, JobFailed
 from submitter.storage.keys import InvalidName
 
 if TYPE_CHECKING:
-    from submitter.hpc.transport import Transport
+    from submitter.hpc.transport import RemoteFile, Transport
     from submitter.jobs.registry import ResolvedSpec
 
 WORD = r"^[A-Za-z0-9_.+-]{1,64}$"
@@ -187,11 +187,17 @@ def stage_provided(
 
 
 def collect_matching(
-    ctx: JobContext, transport: Transport, folder: str, always: list[str], patterns: list[str]
+    ctx: JobContext,
+    transport: Transport,
+    folder: str,
+    always: list[str],
+    patterns: list[str],
+    files: list[RemoteFile] | None = None,
 ) -> list[str]:
     """Copy the files of the job folder matching `always` or `patterns` into the job's
-    workdir (they become its artifacts); warn about patterns that matched nothing."""
-    files = list(transport.walk(folder))
+    workdir (they become its artifacts); warn about patterns that matched nothing.
+    `files`: the folder's listing if the caller has it (an array's bulk lookup)."""
+    files = list(transport.walk(folder)) if files is None else files
     names = []
     for remote in select_files(files, [*always, *patterns]):
         ctx.check_cancelled()
