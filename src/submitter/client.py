@@ -186,7 +186,8 @@ class Client:
 
     def sweep(self, job_id: str, best_by: str | None = None) -> dict[str, Any]:
         """A sweep's children side by side (`GET /api/v1/jobs/{id}/sweep`): parameters,
-        state and result values per child, sorted by `best_by` (`-name`: lowest first)."""
+        state, result values and last metric values per child, sorted by `best_by` (a
+        result value or else a metric; `-name`: lowest first)."""
         params = {"best_by": best_by} if best_by else None
         table: dict[str, Any] = self._request("GET", f"/api/v1/jobs/{job_id}/sweep", params=params)
         return table

@@ -323,11 +323,16 @@ def sweep(
     job_id: str,
     best_by: Annotated[
         str | None,
-        typer.Option("--best-by", help="Sort by this result value (`-name`: lowest first)."),
+        typer.Option(
+            "--best-by",
+            help="Sort by this result value, or else this metric's last value (`-name`: "
+            "lowest first).",
+        ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """A sweep's children side by side: parameters, state and result values."""
+    """A sweep's children side by side: parameters, state, result values and last
+    metric values."""
     with _client() as client:
         try:
             table = client.sweep(job_id, best_by)
@@ -348,7 +353,7 @@ def sweep(
             ("* " if best else "") + row["job_id"][:SHORT_ID],
             *(str(row["params"].get(p, "")) for p in table["parameters"]),
             Text(row["state"], style=STATE_STYLE.get(row["state"], "")),
-            *(_number(row["values"].get(c)) for c in shown),
+            *(_number(row["values"].get(c, row.get("metrics", {}).get(c))) for c in shown),
         )
     console.print(grid)
 
