@@ -106,6 +106,7 @@ def run(count: int, interval: float, timeout: float, only: str | None = None) ->
                     "succeeded": sum(j.state == "succeeded" for j in jobs),
                     **_spans(jobs),
                     "in_slurm": _in_slurm(stack, ids, submitted_at),
+                    "turn": _collect_turn(stack, jobs),
                 }
                 log(f"{name}: {figures[name]['succeeded']}/{count} succeeded in {wall:.0f}s")
             pool.close()
@@ -204,6 +205,29 @@ def _in_slurm(stack: Any, ids: list[str], since: Any) -> float:
     return (last - since).total_seconds() if last else 0.0
 
 
+def _collect_turn(stack: Any, jobs: list[Any]) -> float:
+    """Median seconds of a job's collecting turn on a worker: its last `resumed on`
+    (the claim) to its `finished_at`."""
+    from sqlalchemy import func, select
+
+    from submitter.db.models import JobLog
+
+    with stack.runtime.reads() as session:
+        resumed = dict(
+            session.execute(
+                select(JobLog.job_id, func.max(JobLog.at))
+                .where(JobLog.job_id.in_([j.id for j in jobs]), JobLog.message.like("resumed on %"))
+                .group_by(JobLog.job_id)
+            ).all()
+        )
+    turns = sorted(
+        (j.finished_at - resumed[j.id]).total_seconds()
+        for j in jobs
+        if j.finished_at and j.id in resumed
+    )
+    return turns[len(turns) // 2] if turns else 0.0
+
+
 def _spans(jobs: list[Any]) -> dict[str, float]:
     """SLURM's span (first start to last end, from each job's accounting) and Submitter's
     lag after it (a job's SLURM end to its `succeeded`): which of the two the wall is."""
@@ -235,6 +259,7 @@ def _report(count: int, figures: dict[str, dict[str, Any]], load_before: float, 
         "ssh": 0,
         "worker_commands": 0,
         "in_slurm": 0.0,
+        "turn": 0.0,
     }
     array = figures.get("array", {**empty, "slurm_span": 0.0, "lag_median": 0.0, "lag_max": 0.0})
     single = figures.get("single", {**empty, "slurm_span": 0.0, "lag_median": 0.0, "lag_max": 0.0})
@@ -265,6 +290,10 @@ def _report(count: int, figures: dict[str, dict[str, Any]], load_before: float, 
     print(
         f"{'SLURM end→succeeded':22} {array['lag_median']:>5.1f}/{array['lag_max']:>5.0f}s "
         f"{single['lag_median']:>5.1f}/{single['lag_max']:>5.0f}s  median/max"
+    )
+    print(
+        f"{'collect turn (median)':22} {array['turn']:>11.2f}s {single['turn']:>11.2f}s"
+        "  claim to finished, on a worker"
     )
     print(
         f"{'wall, submit→succeeded':22} {array['wall']:>11.0f}s {single['wall']:>11.0f}s"
