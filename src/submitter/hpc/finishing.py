@@ -12,8 +12,9 @@ array on it find their record and listing ready; per task only its own files are
 (its SLURM output, its `files.collect`, the wrapper's times and metrics when listed).
 
 A task whose record is not complete yet (slurmdbd lags the controller by a moment) or
-whose folder was not listed is asked for again; where `find` fails the task falls back
-to the single job's path.
+whose folder was not listed is asked for again; where `find` fails, or the task is the
+only one waiting (tasks ending one at a time, as on a full node), it takes the single
+job's path.
 """
 
 from __future__ import annotations
@@ -129,8 +130,10 @@ class EndedTasks:
         """One sacct for the array, one find for the folders of its tasks waiting to be
         collected (this one among them)."""
         tasks = {slurm_id: job_id, **_waiting(runtime, job_id, array)}
-        self.lookups += 1
         batch = _Batch(at=time.monotonic())
+        if len(tasks) < 2:  # alone: a find costs more than the walk; the single path
+            return batch
+        self.lookups += 1
         batch.records = {
             task: record
             for task, record in self.accounting.lookup(cluster, list(tasks)).items()
