@@ -148,3 +148,11 @@ def test_a_blend_is_compiled_or_served_by_sklearn_never_a_failure(kind: str) -> 
     else:
         assert compilation.onnx is not None
         assert compilation.serving["max_difference"] is not None
+    # Served by scikit-learn it answers raw rows too (a one-step pipeline: nothing to
+    # preprocess first; the members do their own).
+    version = SimpleNamespace(
+        model_name="m", version=1, feature_schema=schema, task=task, classes=classes
+    )
+    answer = predict_version(version, Served(None, pipeline, 1), REQUEST_ROWS)  # type: ignore[arg-type]
+    assert len(answer["predictions"]) == len(REQUEST_ROWS)
+    assert ("probabilities" in answer) == (task == "classification")

@@ -177,8 +177,9 @@ def predict_version(
     frame = check_rows(model_version.feature_schema, rows)
     pipeline: Any = served.pipeline
     # Preprocess once for both calls: Pipeline.predict and .predict_proba would each run
-    # every transformer again, which is most of the cost of a small request.
-    features = pipeline[:-1].transform(frame)
+    # every transformer again, which is most of the cost of a small request. A one-step
+    # pipeline (a blend: each member keeps its own preprocessing) has nothing to run first.
+    features = pipeline[:-1].transform(frame) if len(pipeline) > 1 else frame
     estimator = pipeline[-1]
     result["predictions"] = estimator.predict(features).tolist()
     if model_version.task == "classification" and hasattr(estimator, "predict_proba"):
