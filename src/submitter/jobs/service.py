@@ -429,6 +429,10 @@ def after_commit(runtime: Runtime, batch: Batch) -> list[tuple[Job, bool]]:
         if settle:
             resolve_waiting(runtime, list(dict.fromkeys(settle)))
             fresh = _get_jobs(runtime, settle)
+            for job in jobs:  # the rows come back in the table's order; keep the request's
+                if job.id in fresh:
+                    order = {d: i for i, d in enumerate(job.depends_on)}
+                    fresh[job.id].dependencies.sort(key=lambda d: order[d.depends_on_id])
             jobs = [fresh.get(job.id, job) for job in jobs]
     return list(zip(jobs, batch.created, strict=True))
 
