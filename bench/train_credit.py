@@ -47,6 +47,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -427,13 +428,19 @@ def run(args: argparse.Namespace, work: Path, processes: Processes) -> None:
     print_report(ours, baseline, data, loads)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    # Ctrl+C (even when started with SIGINT ignored, as `cmd &` does) and SIGTERM unwind, so
-    # the finally blocks stop the servers and the baseline and remove the temp files.
+def run_in_temp_dir(
+    run: Callable[[argparse.Namespace, Path, Processes], None],
+    args: argparse.Namespace,
+    prefix: str,
+    stopping: str,
+) -> int:
+    """`run(args, folder, processes)` in a temp folder; the exit status (0, 1 on a
+    BenchError, 130 on Ctrl+C). Ctrl+C (even when started with SIGINT ignored, as `cmd &`
+    does) and SIGTERM unwind, so the finally blocks stop every process and remove the
+    folder; `stopping` says what is stopped (logged on Ctrl+C)."""
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    with tempfile.TemporaryDirectory(prefix="submitter-bench-train-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
         processes = Processes(Path(tmp))
         try:
             run(args, Path(tmp), processes)
@@ -441,11 +448,15 @@ def main(argv: list[str] | None = None) -> int:
             log(f"FAILED: {error}")
             return 1
         except KeyboardInterrupt:
-            log("interrupted; stopping the servers and cleaning up")
+            log(f"interrupted; stopping {stopping} and cleaning up")
             return 130
         finally:
             processes.stop_all()
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_in_temp_dir(run, parse_args(argv), "submitter-bench-train-", "the servers")
 
 
 if __name__ == "__main__":

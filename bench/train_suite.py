@@ -42,9 +42,7 @@ import datetime as dt
 import hashlib
 import json
 import os
-import signal
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -55,7 +53,7 @@ import numpy as np
 import pandas as pd
 from _common import BenchError, clean_env, log
 from _pycaret import DEFAULT_PYCARET_VENV, PYCARET_VERSION, ensure_pycaret
-from train_credit import Processes, load_average
+from train_credit import Processes, load_average, run_in_temp_dir
 
 from submitter.ml import train
 from submitter.ml.training import resolve_task, split_rows
@@ -362,22 +360,7 @@ def run(args: argparse.Namespace, work: Path, processes: Processes) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    with tempfile.TemporaryDirectory(prefix="submitter-bench-suite-") as tmp:
-        processes = Processes(Path(tmp))
-        try:
-            run(args, Path(tmp), processes)
-        except BenchError as error:
-            log(f"FAILED: {error}")
-            return 1
-        except KeyboardInterrupt:
-            log("interrupted; stopping PyCaret and cleaning up")
-            return 130
-        finally:
-            processes.stop_all()
-    return 0
+    return run_in_temp_dir(run, parse_args(argv), "submitter-bench-suite-", "PyCaret")
 
 
 if __name__ == "__main__":
