@@ -151,11 +151,13 @@ class Batch:
     #: Existing jobs new ones wait on that had not succeeded when they were read: checked
     #: again after commit, as they may have ended meanwhile (see `after_commit`).
     watched: dict[str, list[str]]
-    #: Jobs per broker message (dispatch.send_jobs): the smallest `group` of the ready
-    #: jobs' kinds, and small enough that a batch still makes 8 messages to spread.
-    group: int = 1
-    #: The smallest `group` of the ready jobs' kinds alone (jobs.coalesce spreads its own).
+    #: The smallest `group` of the new jobs' kinds: at most so many share a message.
     group_limit: int = 1
+
+    def group(self, spread: int = 8) -> int:
+        """Jobs per broker message (dispatch.send_jobs): at most `group_limit`, and few
+        enough that the ready jobs still make `spread` messages to spread over workers."""
+        return max(1, min(self.group_limit, -(-len(self.ready) // spread)))
 
 
 def submit_many(
@@ -373,10 +375,7 @@ def insert_jobs(
         connection.execute(insert(DatasetReference), reference_rows)
     kinds = {request.kind for request, item in zip(requests, prepared, strict=True) if item}
     limit = min((get_kind(kind).group for kind in kinds), default=1)
-    group = max(1, min(limit, -(-len(ready) // 8)))
-    return Batch(
-        jobs=jobs, created=created, ready=ready, watched=watched, group=group, group_limit=limit
-    )
+    return Batch(jobs=jobs, created=created, ready=ready, watched=watched, group_limit=limit)
 
 
 def store_together(
@@ -388,7 +387,7 @@ def store_together(
     groups: dict[tuple[str, str | None], list[int]] = {}
     for index, (owner, _, schedule_id) in enumerate(requests):
         groups.setdefault((owner, schedule_id), []).append(index)
-    answers: list[tuple[Job, bool] | None] = [None] * len(requests)
+    answers: dict[int, tuple[Job, bool]] = {}
     with runtime.engine.begin() as connection:
         batches = [
             (
@@ -403,21 +402,27 @@ def store_together(
             )
             for (owner, schedule_id), indexes in groups.items()
         ]
-    ready = [pair for _, batch in batches for pair in batch.ready]
-    # Shared messages as in a batch, in at least two (a worker has two pool processes).
-    group = min((batch.group_limit for _, batch in batches), default=1)
-    publish(runtime, ready, group=max(1, min(group, -(-len(ready) // 2))))
+    # One publish for all: their messages shared as a batch's, in at least two (a worker
+    # has two pool processes).
+    together = Batch(
+        jobs=[],
+        created=[],
+        ready=[pair for _, batch in batches for pair in batch.ready],
+        watched={},
+        group_limit=min((batch.group_limit for _, batch in batches), default=1),
+    )
+    publish(runtime, together.ready, group=together.group(spread=2))
     for indexes, batch in batches:
         batch.ready = []  # published above
         for index, answer in zip(indexes, after_commit(runtime, batch), strict=True):
             answers[index] = answer
-    return [answer for answer in answers if answer is not None]
+    return [answers[index] for index in range(len(requests))]
 
 
 def after_commit(runtime: Runtime, batch: Batch) -> list[tuple[Job, bool]]:
     """Publish the ready jobs of a committed batch, settle the ones whose dependency
     ended meanwhile, and return (job, created) per request."""
-    publish(runtime, batch.ready, group=batch.group)
+    publish(runtime, batch.ready, group=batch.group())
     jobs = batch.jobs
     if batch.watched:
         # A dependency that ended between our read and our commit did not see the new
