@@ -154,10 +154,16 @@ class Batch:
     #: The smallest `group` of the new jobs' kinds: at most so many share a message.
     group_limit: int = 1
 
-    def group(self, spread: int = 8) -> int:
-        """Jobs per broker message (dispatch.send_jobs): at most `group_limit`, and few
-        enough that the ready jobs still make `spread` messages to spread over workers."""
-        return max(1, min(self.group_limit, -(-len(self.ready) // spread)))
+    def group(self) -> int:
+        """Jobs per broker message of this batch's ready jobs (see `per_message`)."""
+        return per_message(self.group_limit, len(self.ready), spread=8)
+
+
+def per_message(limit: int, ready: int, spread: int) -> int:
+    """Jobs per broker message (dispatch.send_jobs): at most `limit` (the smallest `group`
+    of their kinds), and few enough that `ready` jobs still make `spread` messages to
+    spread over workers."""
+    return max(1, min(limit, -(-ready // spread)))
 
 
 def submit_many(
@@ -404,14 +410,9 @@ def store_together(
         ]
     # One publish for all: their messages shared as a batch's, in at least two (a worker
     # has two pool processes).
-    together = Batch(
-        jobs=[],
-        created=[],
-        ready=[pair for _, batch in batches for pair in batch.ready],
-        watched={},
-        group_limit=min((batch.group_limit for _, batch in batches), default=1),
-    )
-    publish(runtime, together.ready, group=together.group(spread=2))
+    ready = [pair for _, batch in batches for pair in batch.ready]
+    limit = min((batch.group_limit for _, batch in batches), default=1)
+    publish(runtime, ready, group=per_message(limit, len(ready), spread=2))
     for indexes, batch in batches:
         batch.ready = []  # published above
         for index, answer in zip(indexes, after_commit(runtime, batch), strict=True):
