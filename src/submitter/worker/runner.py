@@ -29,9 +29,7 @@ import contextlib
 import json
 import logging
 import os
-import shutil
 import signal
-import tempfile
 import threading
 import time
 import traceback
@@ -48,7 +46,7 @@ from sqlalchemy.orm import aliased
 from submitter.db.models import Artifact, Job, JobDependency, JobLog
 from submitter.db.types import JSONType, UTCDateTime, utcnow
 from submitter.jobs.artifacts import artifact_key
-from submitter.jobs.context import HandedOff, JobCancelled, JobContext, JobFailed
+from submitter.jobs.context import HandedOff, JobCancelled, JobContext, JobFailed, Workdir
 from submitter.jobs.registry import get_kind
 from submitter.jobs.service import resolve_waiting
 from submitter.jobs.states import TERMINAL, JobState
@@ -430,13 +428,13 @@ def _execute(
     of `waiting` (claimed with the same token, their turn to come) are renewed with this
     job's, so a long job does not let them lapse."""
     pending = PendingWrites([claim.line])
-    workdir = Path(tempfile.mkdtemp(prefix=f"submitter-job-{job_id}-"))
+    scratch = Workdir(prefix=f"submitter-job-{job_id}-")
     context = JobContext(
         job_id=job_id,
         attempt=claim.attempt,
         log_line=pending.add_line,
         report_progress=pending.set_progress,
-        workdir=workdir,
+        scratch=scratch,
         runtime=runtime,
         external_id=claim.external_id,
         record_external_id=lambda value: _record_external_id(runtime, job_id, token, value),
@@ -449,7 +447,7 @@ def _execute(
         context.cancelled,
         pending,
         kill_on_stuck=in_pool_child,
-        workdir=workdir,
+        scratch=scratch,
         process_groups=context.process_groups,
         waiting=waiting,
     )
@@ -477,17 +475,20 @@ def _execute(
     finally:
         heartbeat.stop()
     if handed_off is not None:
-        shutil.rmtree(workdir, ignore_errors=True)
+        scratch.remove()
         return _hand_off(runtime, job_id, token, handed_off, pending)
     try:
+        made = scratch.made
         artifacts = (
-            [] if state == JobState.cancelled else _upload_artifacts(runtime, job_id, workdir)
+            []
+            if state == JobState.cancelled or made is None
+            else _upload_artifacts(runtime, job_id, made)
         )
     except Exception as exc:  # the job's own outcome stands; say what was not kept
         artifacts = []
         pending.add_line("ERROR", f"artifacts not saved: {type(exc).__name__}: {exc}")
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        scratch.remove()
     lines, _ = pending.take()
     outcome = Outcome(job_id, token, state, result, error, lines, artifacts)
     return (finish or _finish)(runtime, outcome)
@@ -652,12 +653,12 @@ class Heartbeat:
         pending: PendingWrites,
         *,
         kill_on_stuck: bool,
-        workdir: Path | None = None,
+        scratch: Workdir | None = None,
         process_groups: set[int] | None = None,
         waiting: list[str] | None = None,
     ) -> None:
         self.waiting = waiting or []
-        self.workdir = workdir
+        self.scratch = scratch
         self.process_groups = process_groups if process_groups is not None else set()
         self.runtime = runtime
         self.job_id = job_id
@@ -710,8 +711,8 @@ class Heartbeat:
         grace = self.runtime.settings.cancel_grace_seconds
         if self._stop_event.wait(grace) or not self.kill_on_stuck:
             return
-        if self.workdir is not None:  # no `finally` runs after SIGKILL: clean up first
-            shutil.rmtree(self.workdir, ignore_errors=True)
+        if self.scratch is not None:  # no `finally` runs after SIGKILL: clean up first
+            self.scratch.remove()
         logger.warning("job %s did not stop within %.0fs of cancel: killing", self.job_id, grace)
         for group in list(self.process_groups):  # nor would the run kill what it started
             with contextlib.suppress(ProcessLookupError, PermissionError):
