@@ -5,11 +5,13 @@ within a group is one job, and concurrent POSTs each get their own job."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
 from submitter.db.models import Job
 from submitter.jobs.coalesce import Coalescer, _Request
@@ -115,3 +117,62 @@ def test_concurrent_posts_each_get_their_own_job(stack: Stack, requests: int) ->
         done = stack.wait(job_id)
         assert (done["state"], done["result"]["message"]) == ("succeeded", f"concurrent {n}")
         assert stack.logs(job_id).count("finished: succeeded") == 1
+
+
+@pytest.fixture
+def loop() -> Any:
+    """An event loop running in its own thread, as the API's runs beside sync callers."""
+    running = asyncio.new_event_loop()
+    thread = threading.Thread(target=running.run_forever, daemon=True)
+    thread.start()
+    yield running
+    running.call_soon_threadsafe(running.stop)
+    thread.join(10)
+    running.close()
+
+
+def _stored(stack: Stack, message: str) -> list[str]:
+    with stack.runtime.sessions() as session:
+        jobs = session.scalars(select(Job).where(Job.kind == "echo")).all()
+        return [job.id for job in jobs if job.spec.get("message") == message]
+
+
+def test_async_and_sync_requests_share_a_group(stack: Stack, loop: Any) -> None:
+    coalescer = HeldCoalescer(stack.runtime)
+    with ThreadPoolExecutor(2) as pool:
+        leader = pool.submit(coalescer.submit, "tester", _echo("sync lead"))
+        eventually(lambda: len(coalescer.groups) == 1, timeout=10)
+        waiting = asyncio.run_coroutine_threadsafe(
+            coalescer.submit_async("tester", _echo("async")), loop
+        )
+        eventually(lambda: coalescer.queued() == 1, timeout=10)
+        follower = pool.submit(coalescer.submit, "tester", _echo("sync"))
+        eventually(lambda: coalescer.queued() == 2, timeout=10)
+        coalescer.release.set()
+        answers = [leader.result(30), waiting.result(30), follower.result(30)]
+    assert coalescer.groups == [["sync lead"], ["async", "sync"]]
+    for (job, created), message in zip(answers, ["sync lead", "async", "sync"], strict=True):
+        assert created
+        assert stack.wait(job.id)["result"]["message"] == message
+
+
+def test_an_async_request_whose_caller_went_away_is_stored_and_still_leads(
+    stack: Stack, loop: Any
+) -> None:
+    """The lead passes to a request whose caller was cancelled: it must still store its
+    group and pass the lead on, or every later submission would wait forever."""
+    coalescer = HeldCoalescer(stack.runtime)
+    with ThreadPoolExecutor(1) as pool:
+        leader = pool.submit(coalescer.submit, "tester", _echo("lead"))
+        eventually(lambda: len(coalescer.groups) == 1, timeout=10)
+        gone = asyncio.run_coroutine_threadsafe(
+            coalescer.submit_async("tester", _echo("caller gone")), loop
+        )
+        eventually(lambda: coalescer.queued() == 1, timeout=10)
+        gone.cancel()  # the HTTP client hung up while its request waited
+        coalescer.release.set()
+        leader.result(30)
+    eventually(lambda: len(_stored(stack, "caller gone")) == 1, timeout=30)
+    later, created = coalescer.submit("tester", _echo("later"))  # leads: nobody else does
+    assert created and stack.wait(later.id)["state"] == "succeeded"
+    assert coalescer.groups == [["lead"], ["caller gone"], ["later"]]

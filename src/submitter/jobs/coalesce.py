@@ -8,6 +8,11 @@ stores what is waiting (its own job first) in one transaction, publishes the rea
 as `send_jobs` messages shared the way a batch's are, and hands the lead to the next
 request waiting, if any. A lone request is not delayed: it leads at once, alone.
 
+The API waits on its event loop (`submit_async`), not in a thread: only a request that
+leads runs its group's store in a thread, so the others cost no thread-pool hop (that hop
+was a tenth of the API's CPU per job in bench/dispatch.py). Sync callers (the console, the
+beat) wait on a threading.Event; both kinds share one queue and pass the lead to each other.
+
 Each request keeps its own answer. If the shared transaction fails on a request's content
 (a reference that does not resolve, an idempotency race), every request of the group is
 stored on its own, so an error names only the request that caused it and the others
@@ -17,9 +22,12 @@ have failed each of them: nothing of it was stored.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import threading
 import weakref
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
@@ -37,7 +45,8 @@ class _Request:
     owner: str
     request: JobCreate
     schedule_id: str | None
-    wake: threading.Event = field(default_factory=threading.Event)
+    #: Called, from the leader's thread, once the request is stored or made the leader.
+    wake: Callable[[], None]
     lead: bool = False
     done: bool = False
     answer: tuple[Job, bool] | None = None
@@ -57,19 +66,41 @@ class Coalescer:
         self, owner: str, request: JobCreate, schedule_id: str | None = None
     ) -> tuple[Job, bool]:
         """Store one request (with whatever waits beside it); return (job, created)."""
-        item = _Request(owner, request, schedule_id)
+        woken = threading.Event()
+        item = _Request(owner, request, schedule_id, wake=woken.set)
+        if not self._enqueue(item):
+            woken.wait()  # stored by a leader, or made the leader
+        if not item.done:
+            self._lead()
+        return _answer(item)
+
+    async def submit_async(
+        self, owner: str, request: JobCreate, schedule_id: str | None = None
+    ) -> tuple[Job, bool]:
+        """`submit` for a caller on an event loop. Shielded: a request whose caller went
+        away is still stored (it was accepted), and a lead handed to it is still taken, so
+        the queue never stalls."""
+        return await asyncio.shield(self._submit_async(owner, request, schedule_id))
+
+    async def _submit_async(
+        self, owner: str, request: JobCreate, schedule_id: str | None
+    ) -> tuple[Job, bool]:
+        loop = asyncio.get_running_loop()
+        woken = asyncio.Event()
+        item = _Request(owner, request, schedule_id, wake=_waker(loop, woken))
+        if not self._enqueue(item):
+            await woken.wait()
+        if not item.done:
+            await loop.run_in_executor(None, self._lead)
+        return _answer(item)
+
+    def _enqueue(self, item: _Request) -> bool:
+        """Queue the request; True if it leads at once (nobody was leading)."""
         with self._lock:
             self._waiting.append(item)
             if not self._leading:
                 self._leading = item.lead = True
-        if not item.lead:
-            item.wake.wait()  # stored by a leader, or made the leader
-        if not item.done:
-            self._lead()
-        if item.error is not None:
-            raise item.error
-        assert item.answer is not None
-        return item.answer
+        return item.lead
 
     def _lead(self) -> None:
         """Store one group (it holds the leader's own request: the first one waiting),
@@ -84,7 +115,7 @@ class Coalescer:
                 if self._waiting:
                     following = self._waiting[0]
                     following.lead = True
-                    following.wake.set()
+                    following.wake()
                 else:
                     self._leading = False
 
@@ -120,7 +151,24 @@ class Coalescer:
 def _settle(group: list[_Request], answers: list[Any], error: BaseException | None) -> None:
     for item, answer in zip(group, answers, strict=True):
         item.answer, item.error, item.done = answer, error, True
-        item.wake.set()
+        item.wake()
+
+
+def _waker(loop: asyncio.AbstractEventLoop, event: asyncio.Event) -> Callable[[], None]:
+    """Set `event` on its loop from the leader's thread."""
+
+    def wake() -> None:
+        with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits on it
+            loop.call_soon_threadsafe(event.set)
+
+    return wake
+
+
+def _answer(item: _Request) -> tuple[Job, bool]:
+    if item.error is not None:
+        raise item.error
+    assert item.answer is not None
+    return item.answer
 
 
 _COALESCERS: weakref.WeakKeyDictionary[Runtime, Coalescer] = weakref.WeakKeyDictionary()

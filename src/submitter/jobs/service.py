@@ -7,6 +7,8 @@ so an accepted job is never lost.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -123,6 +125,26 @@ def submit(
     from submitter.jobs.coalesce import coalescer
 
     return coalescer(runtime).submit(owner, request, schedule_id)
+
+
+async def submit_async(runtime: Runtime, owner: str, request: JobCreate) -> tuple[Job, bool]:
+    """`submit` for the API's event loop, of a request as the route validated it: the
+    coalescer stores it without a thread of its own (jobs.coalesce); a kind that makes
+    its own rows (a sweep) is created in the loop's thread pool."""
+    if _creator(request.kind) is not None:
+        create = functools.partial(
+            submit,
+            runtime,
+            kind=request.kind,
+            spec=request.spec,
+            owner=owner,
+            depends_on=request.depends_on,
+            idempotency_key=request.idempotency_key,
+        )
+        return await asyncio.get_running_loop().run_in_executor(None, create)
+    from submitter.jobs.coalesce import coalescer
+
+    return await coalescer(runtime).submit_async(owner, request)
 
 
 def _creator(kind: str) -> Any:

@@ -55,19 +55,14 @@ router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"], responses=API_ERRORS)
         **responses(409),
     },
 )
-def submit_job(body: JobCreate, runtime: RuntimeDep, caller: User, response: Response) -> JobOut:
+async def submit_job(body: JobCreate, runtime: RuntimeDep, caller: User) -> Response:
     """Accept a job. It is stored before it is queued: once you have its id, it is not lost."""
-    job, created = service.submit(
-        runtime,
-        kind=body.kind,
-        spec=body.spec,
-        owner=caller.id,
-        depends_on=body.depends_on,
-        idempotency_key=body.idempotency_key,
+    job, created = await service.submit_async(runtime, caller.id, body)
+    return Response(
+        JobOut.model_validate(job).model_dump_json(),
+        status_code=status.HTTP_202_ACCEPTED if created else status.HTTP_200_OK,
+        media_type="application/json",
     )
-    if not created:
-        response.status_code = status.HTTP_200_OK
-    return JobOut.model_validate(job)
 
 
 @router.post(
