@@ -12,7 +12,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn import metrics as skm
 
 CLASSIFICATION_METRICS = ("Accuracy", "AUC", "Recall", "Precision", "F1", "Kappa", "MCC")
 REGRESSION_METRICS = ("MAE", "MSE", "RMSE", "R2", "RMSLE", "MAPE")
@@ -159,25 +158,34 @@ def binary_auc(positive: np.ndarray, scores: np.ndarray) -> float | None:
 
 
 def _auc(y: np.ndarray, ranking: np.ndarray | None, classes: list[Any]) -> float | None:
+    """Binary AUC, or the one-vs-rest macro AUC of `roc_auc_score(multi_class="ovr")`
+    (each class's binary AUC, averaged) computed from ranks: scikit-learn's version
+    re-validated its inputs per class, ~10 ms a call, and a blend's selection calls it
+    hundreds of times. None where AUC is undefined (a class absent from the split; scores
+    that are not probabilities summing to 1 over the classes)."""
     if ranking is None:
         return None
-    try:
-        if len(classes) == 2:
-            scores = ranking[:, 1] if ranking.ndim == 2 else ranking
-            return binary_auc(np.asarray(y) == classes[1], scores)
-        return float(
-            skm.roc_auc_score(y, ranking, multi_class="ovr", average="macro", labels=classes)
-        )
-    except ValueError:
-        pass  # a class missing from this split: AUC is undefined
-    return None
+    y = np.asarray(y)
+    if len(classes) == 2:
+        scores = ranking[:, 1] if ranking.ndim == 2 else ranking
+        return binary_auc(y == classes[1], scores)
+    if ranking.ndim != 2 or not np.allclose(ranking.sum(axis=1), 1.0):
+        return None
+    per_class = [binary_auc(y == value, ranking[:, j]) for j, value in enumerate(classes)]
+    if any(auc is None for auc in per_class):
+        return None
+    return float(np.mean(per_class))
 
 
 def regression_scores(y: np.ndarray, predicted: np.ndarray) -> dict:
     """RMSLE is None with negative targets and clips negative predictions to 0; MAPE skips
     rows whose target is 0 (it would divide by zero) and is None if all are."""
     y = np.asarray(y, dtype="float64")
-    mse = float(skm.mean_squared_error(y, predicted))
+    predicted = np.asarray(predicted, dtype="float64")
+    # numpy, not sklearn.metrics: the same formulas without input checks per call (a
+    # blend's selection scores hundreds of averages).
+    error = y - predicted
+    mse = float(np.mean(error**2))
     rmsle = None
     if not (y < 0).any():
         log_error = np.log1p(np.clip(predicted, 0, None)) - np.log1p(y)
@@ -187,13 +195,23 @@ def regression_scores(y: np.ndarray, predicted: np.ndarray) -> dict:
     if nonzero.any():
         mape = float(np.mean(np.abs((y[nonzero] - predicted[nonzero]) / y[nonzero])))
     return {
-        "MAE": float(skm.mean_absolute_error(y, predicted)),
+        "MAE": float(np.mean(np.abs(error))),
         "MSE": mse,
         "RMSE": math.sqrt(mse),
-        "R2": _finite(skm.r2_score(y, predicted)) if len(y) > 1 else None,
+        "R2": _r2(y, error) if len(y) > 1 else None,
         "RMSLE": rmsle,
         "MAPE": mape,
     }
+
+
+def _r2(y: np.ndarray, error: np.ndarray) -> float | None:
+    """`r2_score`: 1 - SS_res / SS_tot; with a constant target 1.0 for a perfect fit, else
+    0.0 (its `force_finite`)."""
+    residual = float(np.sum(error**2))
+    total = float(np.sum((y - y.mean()) ** 2))
+    if total == 0.0:
+        return 1.0 if residual == 0.0 else 0.0
+    return _finite(1.0 - residual / total)
 
 
 def _finite(value: Any) -> float | None:

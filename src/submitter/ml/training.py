@@ -15,6 +15,7 @@ a fit already running is allowed to finish, so a stop takes at most one fold's f
 from __future__ import annotations
 
 import math
+import threading
 import time
 import warnings
 from collections import deque
@@ -28,10 +29,11 @@ import pandas as pd
 import pyarrow as pa
 from joblib import cpu_count
 from sklearn.base import clone
+from sklearn.compose import ColumnTransformer
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 from sklearn.pipeline import Pipeline
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController, threadpool_limits
 
 from submitter.ml import blend as blending
 from submitter.ml import metrics
@@ -351,6 +353,75 @@ def _candidates(
 _Fold = tuple[dict[str, Any], float, "np.ndarray | None"]
 """One (model, fold) fit's scores, fit seconds and validation predictions."""
 
+MAX_SHARED_BYTES = 64 * 2**20
+"""A fold's preprocessed rows (fit and validation parts) are kept for the other models of
+their kind up to this size; a larger fold is preprocessed per model."""
+
+
+class _Preprocessed:
+    """Each fold's rows through each kind of preprocessing, fitted once per (kind, fold) and
+    shared by the models of that kind.
+
+    Every candidate is `prep -> model`, and the prep depends only on the model's `prep` kind
+    and the schema (`pipeline.build_pipeline`), so the scaled models (lr, ridge, lda, qda,
+    nb, knn) would each refit the same imputer, scaler and encoder on the same rows: on a
+    small table that costs ten times the model's fit (breast cancer, per fold: 10 ms of
+    preprocessing, 0.75 ms for naive Bayes). The scores are the same: the same rows through
+    the same deterministic steps. A kind's folds are dropped once no fit needs them.
+    """
+
+    def __init__(
+        self,
+        X: pd.DataFrame,
+        splits: list[tuple[np.ndarray, np.ndarray]],
+        preps: dict[str, ColumnTransformer],
+    ) -> None:
+        self.X, self.splits, self.preps = X, splits, preps
+        self._lock = threading.Lock()
+        self._key_locks: dict[tuple[str, int], threading.Lock] = {}
+        self._rows: dict[tuple[str, int], tuple[Any, Any]] = {}
+        self._unshared: set[str] = set()
+
+    def rows(self, kind: str, fold: int) -> tuple[Any, Any]:
+        """(fit rows, validation rows) of `fold` through a prep of `kind` fitted on the fit
+        rows; made by the first fit that asks, while the others of the key wait for it."""
+        key = (kind, fold)
+        with self._lock:
+            unshared = kind in self._unshared
+            key_lock = self._key_locks.setdefault(key, threading.Lock())
+        if unshared:
+            return self._make(kind, fold)
+        with key_lock:
+            found = self._rows.get(key)
+            if found is not None:
+                return found
+            made = self._make(kind, fold)
+            with self._lock:
+                if made[0].nbytes + made[1].nbytes <= MAX_SHARED_BYTES:
+                    self._rows[key] = made
+                else:
+                    self._unshared.add(kind)
+            return made
+
+    def drop(self, kind: str) -> None:
+        with self._lock:
+            for key in [key for key in self._rows if key[0] == kind]:
+                del self._rows[key]
+
+    def _make(self, kind: str, fold: int) -> tuple[Any, Any]:
+        fit_idx, val_idx = self.splits[fold]
+        prep = clone(self.preps[kind])
+        return prep.fit_transform(self.X.iloc[fit_idx]), prep.transform(self.X.iloc[val_idx])
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    """A model to cross-validate: its prep kind, its unfitted estimator and fit kwargs."""
+
+    kind: str
+    model: Any
+    fit_params: dict[str, Any]
+
 
 class _Search:
     """Cross-validates the candidates: a queue of (model, fold) fits on a few threads."""
@@ -385,22 +456,28 @@ class _Search:
         self.failed: dict[str, str] = {}
 
     def run(self, names: list[str]) -> None:
-        templates = {
-            n: build_pipeline(
+        candidates: dict[str, _Candidate] = {}
+        preps: dict[str, ColumnTransformer] = {}
+        for n in names:
+            pipeline, fit_params = build_pipeline(
                 self.schema, spec(n), self.task, len(self.y), self.seed, self.n_classes
             )
-            for n in names
-        }
-        for n in names:
+            kind = spec(n).prep
+            preps.setdefault(kind, pipeline.named_steps["prep"])
+            model_params = {k.removeprefix("model__"): v for k, v in fit_params.items()}
+            candidates[n] = _Candidate(kind, pipeline.named_steps["model"], model_params)
             self.fold_scores[n], self.fit_seconds[n] = [], []
             self.oof[n] = [None] * len(self.splits)
+        self.preprocessed = _Preprocessed(self.X, self.splits, preps)
+        # Made once: each threadpool_limits() looks up the loaded libraries anew (~4 ms a fit).
+        self.controller = ThreadpoolController()
         queue = deque((n, f) for n in names for f in range(len(self.splits)))
         with (
             _quiet(),
             threadpool_limits(limits=1, user_api="blas"),
             ThreadPoolExecutor(max_workers=self.workers) as pool,
         ):
-            self._drain(pool, queue, templates, names)
+            self._drain(pool, queue, candidates, names)
         if not self.complete:
             raise RuntimeError(f"every model failed: {self.failed}")
 
@@ -408,7 +485,7 @@ class _Search:
         self,
         pool: ThreadPoolExecutor,
         queue: deque[tuple[str, int]],
-        templates: dict[str, tuple[Pipeline, dict[str, Any]]],
+        candidates: dict[str, _Candidate],
         names: list[str],
     ) -> None:
         """Keep the pool busy until the queue is empty, the budget is spent or a stop."""
@@ -424,31 +501,32 @@ class _Search:
                     break
                 self._check_stop()
                 queue.popleft()
-                running[self._submit(pool, templates[name], fold)] = (name, fold)
+                running[self._submit(pool, candidates[name], fold)] = (name, fold)
             if not running:
                 return
             finished, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in finished:
                 name, fold = running.pop(future)
                 self._record(name, fold, future)
+                kind = candidates[name].kind
+                if not any(candidates[n].kind == kind for n, _ in [*queue, *running.values()]):
+                    self.preprocessed.drop(kind)
                 done += 1
                 if self.on_progress is not None:
                     self.on_progress(done, total, name, fold + 1)
             self._check_stop()
 
-    def _submit(
-        self, pool: ThreadPoolExecutor, template: tuple[Pipeline, dict[str, Any]], fold: int
-    ) -> Future[_Fold]:
+    def _submit(self, pool: ThreadPoolExecutor, candidate: _Candidate, fold: int) -> Future[_Fold]:
         fit_idx, val_idx = self.splits[fold]
         return pool.submit(
             _fit_and_score,
-            *template,
-            self.X.iloc[fit_idx],
+            candidate,
+            lambda: self.preprocessed.rows(candidate.kind, fold),
             self.y[fit_idx],
-            self.X.iloc[val_idx],
             self.y[val_idx],
             self.task,
             self.classes,
+            self.controller,
         )
 
     def _record(self, name: str, fold: int, future: Future[_Fold]) -> None:
@@ -488,21 +566,22 @@ class _Search:
 
 
 def _fit_and_score(
-    template: Pipeline,
-    fit_params: dict[str, Any],
-    X_fit: pd.DataFrame,
+    candidate: _Candidate,
+    rows: Callable[[], tuple[Any, Any]],
     y_fit: np.ndarray,
-    X_val: pd.DataFrame,
     y_val: np.ndarray,
     task: str,
     classes: list[Any] | None,
+    controller: ThreadpoolController,
 ) -> _Fold:
-    """One fold, in a worker thread. The OpenMP limit is per thread, so it is set here.
+    """One fold, in a worker thread: the model fitted on the fold's preprocessed rows (its
+    fit seconds are the model's alone). The OpenMP limit is per thread, so it is set here.
     Besides the scores, the validation predictions a blend is scored from."""
-    with threadpool_limits(limits=1, user_api="openmp"):
-        model = clone(template)
+    with controller.limit(limits=1, user_api="openmp"):
+        X_fit, X_val = rows()
+        model = clone(candidate.model)
         started = time.perf_counter()
-        model.fit(X_fit, y_fit, **fit_params)
+        model.fit(X_fit, y_fit, **candidate.fit_params)
         seconds = time.perf_counter() - started
         if task == "regression":
             predicted = np.asarray(model.predict(X_val), dtype="float64")
