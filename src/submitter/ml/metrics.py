@@ -171,9 +171,12 @@ def _auc(y: np.ndarray, ranking: np.ndarray | None, classes: list[Any]) -> float
         return binary_auc(y == classes[1], scores)
     if ranking.ndim != 2 or not np.allclose(ranking.sum(axis=1), 1.0):
         return None
-    per_class = [binary_auc(y == value, ranking[:, j]) for j, value in enumerate(classes)]
-    if any(auc is None for auc in per_class):
-        return None
+    per_class = []
+    for j, value in enumerate(classes):
+        auc = binary_auc(y == value, ranking[:, j])
+        if auc is None:
+            return None
+        per_class.append(auc)
     return float(np.mean(per_class))
 
 
