@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -137,15 +137,23 @@ def _stored(stack: Stack, message: str) -> list[str]:
         return [job.id for job in jobs if job.spec.get("message") == message]
 
 
+def _async_behind_a_held_leader(
+    coalescer: HeldCoalescer, pool: ThreadPoolExecutor, loop: Any, lead: str, queued: str
+) -> tuple[Future[Any], Future[Any]]:
+    """A sync request leads and is held; an async one (on `loop`) queues behind it."""
+    leader = pool.submit(coalescer.submit, "tester", _echo(lead))
+    eventually(lambda: len(coalescer.groups) == 1, timeout=10)
+    waiting = asyncio.run_coroutine_threadsafe(
+        coalescer.submit_async("tester", _echo(queued)), loop
+    )
+    eventually(lambda: coalescer.queued() == 1, timeout=10)
+    return leader, waiting
+
+
 def test_async_and_sync_requests_share_a_group(stack: Stack, loop: Any) -> None:
     coalescer = HeldCoalescer(stack.runtime)
     with ThreadPoolExecutor(2) as pool:
-        leader = pool.submit(coalescer.submit, "tester", _echo("sync lead"))
-        eventually(lambda: len(coalescer.groups) == 1, timeout=10)
-        waiting = asyncio.run_coroutine_threadsafe(
-            coalescer.submit_async("tester", _echo("async")), loop
-        )
-        eventually(lambda: coalescer.queued() == 1, timeout=10)
+        leader, waiting = _async_behind_a_held_leader(coalescer, pool, loop, "sync lead", "async")
         follower = pool.submit(coalescer.submit, "tester", _echo("sync"))
         eventually(lambda: coalescer.queued() == 2, timeout=10)
         coalescer.release.set()
@@ -163,12 +171,7 @@ def test_an_async_request_whose_caller_went_away_is_stored_and_still_leads(
     group and pass the lead on, or every later submission would wait forever."""
     coalescer = HeldCoalescer(stack.runtime)
     with ThreadPoolExecutor(1) as pool:
-        leader = pool.submit(coalescer.submit, "tester", _echo("lead"))
-        eventually(lambda: len(coalescer.groups) == 1, timeout=10)
-        gone = asyncio.run_coroutine_threadsafe(
-            coalescer.submit_async("tester", _echo("caller gone")), loop
-        )
-        eventually(lambda: coalescer.queued() == 1, timeout=10)
+        leader, gone = _async_behind_a_held_leader(coalescer, pool, loop, "lead", "caller gone")
         gone.cancel()  # the HTTP client hung up while its request waited
         coalescer.release.set()
         leader.result(30)
