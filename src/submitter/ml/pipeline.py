@@ -37,7 +37,11 @@ def build_pipeline(
 ) -> tuple[Pipeline, dict[str, Any]]:
     """An unfitted Pipeline `prep -> model` for `schema`, and the extra keyword arguments its
     `fit` needs (LightGBM takes its categorical columns at fit time, not in its constructor).
-    `n_classes`: the target's classes (boosters grow a tree per class and round)."""
+    `n_classes`: the target's classes (boosters grow a tree per class and round).
+
+    The `prep` step depends only on the schema and `spec.prep`: cross-validation fits it once
+    per fold and kind and shares it among the models of that kind (`training._Preprocessed`).
+    """
     numeric = [f["name"] for f in schema if f["dtype"] != "string"]
     strings = [f["name"] for f in schema if f["dtype"] == "string"]
     model = spec.build(task, n_rows, seed, n_classes)
