@@ -675,7 +675,10 @@ def test_throttled_array_tasks_are_released_within_max_parallel(hpc: Stack) -> N
         assert time.monotonic() < deadline, [(c.state, c.phase) for c in children]
         time.sleep(0.1)
     assert all(c.state == "succeeded" for c in children), [c.message for c in children]
-    assert 1 <= most <= 2
+    # The bound is what is checked: a child is `running` only between two monitor polls
+    # that saw it so, and on a loaded machine a 2 s task can go from pending to ended
+    # between polls, so that no sample sees one running (CI on 2026-12-03 saw 0).
+    assert most <= 2
     singles = [c for c in children if "_" not in (c.external_id or "")]
     assert len(singles) == 3  # the throttled ones ran as single jobs, released
     assert all(any("released" in line for line in hpc.logs(c.id)) for c in singles)
