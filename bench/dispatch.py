@@ -52,6 +52,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -562,12 +563,7 @@ def print_report(rows: list[Row], args: argparse.Namespace) -> None:
         for mode, run in row.modes.items():
             ratio = row.ratio(mode)
             goal = GOALS[mode]
-            # The goals are set for PostgreSQL + Redis; elsewhere the ratio is for reading.
-            verdict = (
-                "-"
-                if ratio is None or row.backend != "redis"
-                else ("met" if ratio >= goal else "NOT MET")
-            )
+            verdict = _verdict(row.backend, ratio, goal)
             print(
                 f"{row.backend:<9} {mode:<7} {run.jobs_per_second:>8.1f} {_fmt(ratio, '.2f'):>6} "
                 f"{'>= ' + format(goal, '.1f'):>6}  {verdict:<7}  {_p50_p99(run):>23}"
@@ -603,23 +599,31 @@ def print_report(rows: list[Row], args: argparse.Namespace) -> None:
 
 def _print_medians(rows: list[Row]) -> None:
     """With several pairs per backend: the median ratio per mode, which the goals judge."""
-    backends = list(dict.fromkeys(row.backend for row in rows))
-    if all(sum(row.backend == b for row in rows) < 2 for b in backends):
+    pairs_of = Counter(row.backend for row in rows)
+    if max(pairs_of.values(), default=0) < 2:
         return
     print("\nmedian of the pairs' ratios (the goals are judged on it; range in brackets)")
-    for backend in backends:
+    for backend in pairs_of:
         pairs = [row for row in rows if row.backend == backend]
         for mode in GOALS:
             ratios = [r for r in (row.ratio(mode) for row in pairs) if r is not None]
             if not ratios:
                 continue
             median = statistics.median(ratios)
-            verdict = "-" if backend != "redis" else ("met" if median >= GOALS[mode] else "NOT MET")
+            verdict = _verdict(backend, median, GOALS[mode])
             spread = f"{min(ratios):.2f}-{max(ratios):.2f}, {len(ratios)} pairs"
             print(
                 f"  {backend:<9} {mode:<7} x raw {median:.2f} ({spread})  "
                 f"goal >= {GOALS[mode]:.1f}  {verdict}"
             )
+
+
+def _verdict(backend: str, ratio: float | None, goal: float) -> str:
+    """met / NOT MET; "-" off PostgreSQL + Redis, where the goals are not set (the ratio
+    is for reading) or without a ratio."""
+    if ratio is None or backend != "redis":
+        return "-"
+    return "met" if ratio >= goal else "NOT MET"
 
 
 def _fmt(value: float | None, spec: str) -> str:
