@@ -20,8 +20,9 @@ one Uvicorn worker process:
   answers predictions only (MLflow's default `predict`), the other two probabilities too.
 
 Load: `bench/_predict_load.py` in a separate process, `--concurrency` asyncio tasks over as
-many keep-alive connections (httpx), each sending 1-row requests back to back, cycling through
-64 real credit rows; `--warmup-seconds` first (not counted), then `--seconds` measured.
+many keep-alive connections (HTTP/1.1 through h11), each sending 1-row requests back to
+back, cycling through 64 real credit rows; `--warmup-seconds` first (not counted), then
+`--seconds` measured.
 Before that, every server must answer those 64 rows with the predictions (and probabilities)
 the pipeline gives in this process. It prints req/s, p50/p99 latency, the ratio to Submitter
 and the goals: Submitter >= 0.8x the minimal app, >= 2x MLflow.
