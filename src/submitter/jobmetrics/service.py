@@ -25,6 +25,10 @@ logger = logging.getLogger(__name__)
 
 #: Bad lines written to the job log one by one; past this many, only their count.
 LOGGED_PROBLEMS = 5
+#: How long a finish waits for the follower's thread to end its last read.
+JOIN_SECONDS = 5.0
+#: How long a finish reads what is left of the file (the job has ended) before giving up.
+FINISH_READ_SECONDS = 10.0
 
 
 class MetricsSink:
@@ -50,10 +54,16 @@ class MetricsSink:
             connection.execute(delete(JobMetric).where(JobMetric.job_id == self.job_id))
 
     def add(self, metrics: Sequence[Metric], problems: Sequence[str]) -> None:
+        """`problems`: texts from MetricsReader; one about the file as a whole (its `lines`
+        is 0: not read, cut short) is always logged, bad lines up to LOGGED_PROBLEMS."""
         for problem in problems:
-            self.problems += 1
-            if self.problems <= LOGGED_PROBLEMS:
+            lines = getattr(problem, "lines", 1)
+            if not lines:
+                self.log(f"metrics: {problem}", "WARNING")
+                continue
+            if lines == 1 and self.problems < LOGGED_PROBLEMS:
                 self.log(f"metrics: line skipped: {problem}", "WARNING")
+            self.problems += lines
         room = max(0, self.limit - self.count)
         kept, over = metrics[:room], len(metrics) - room
         if over > 0:
@@ -100,8 +110,8 @@ def record_file(runtime: Runtime, job_id: str, path: Path, log: Callable[[str, s
     """A whole metrics file at once (collected after a SLURM job); replaces earlier values."""
     sink = MetricsSink(runtime, job_id, log)
     sink.clear()
-    metrics, problems = MetricsReader(path).read_all()
-    sink.add(metrics, problems)
+    for metrics, problems in MetricsReader(path).chunks():  # stored a read at a time
+        sink.add(metrics, problems)
     sink.summary()
     return sink.count
 
@@ -121,12 +131,19 @@ def collect_metrics(
 
 
 class Follower(threading.Thread):
-    """Tails a running job's metrics file into the DB every `interval` seconds."""
+    """Tails a running job's metrics file into the DB every `interval` seconds.
 
-    def __init__(self, sink: MetricsSink, path: Path, interval: float = 1.0) -> None:
+    `root`: the folder the worker trusts (the job's folder) that `path` is inside; nothing
+    below it is followed if it is a link (see MetricsReader). Reading never blocks (a FIFO
+    or a device there is reported once and not read), so neither does `finish`.
+    """
+
+    def __init__(
+        self, sink: MetricsSink, path: Path, interval: float = 1.0, *, root: Path | None = None
+    ) -> None:
         super().__init__(name=f"metrics-{sink.job_id}", daemon=True)
         self.sink = sink
-        self.reader = MetricsReader(path)
+        self.reader = MetricsReader(path, root=root)
         self.interval = interval
         self._stop_event = threading.Event()
 
@@ -142,14 +159,25 @@ class Follower(threading.Thread):
             self.sink.log(f"metrics: some values were not recorded: {error}", "WARNING")
 
     def finish(self) -> None:
-        """Stop, read what is left (the job has ended), log the summary."""
+        """Stop, read what is left (the job has ended; for FINISH_READ_SECONDS at most),
+        log the summary. Waits JOIN_SECONDS at most for the thread's last read: if that is
+        still running (a DB that hangs), the rest is not read, and the finish goes on."""
         self._stop_event.set()
         if self.is_alive():
-            self.join()
-        try:
-            self.sink.add(*self.reader.read_all())
-        except Exception as error:
-            self.sink.log(f"metrics: some values were not recorded: {error}", "WARNING")
+            self.join(JOIN_SECONDS)
+        if self.is_alive():
+            logger.warning("metrics of job %s: the reader did not stop", self.sink.job_id)
+            self.sink.log(
+                f"metrics: the last values were not read (the reader did not stop within "
+                f"{JOIN_SECONDS:g} s)",
+                "WARNING",
+            )
+        else:
+            try:
+                for metrics, problems in self.reader.chunks(seconds=FINISH_READ_SECONDS):
+                    self.sink.add(metrics, problems)
+            except Exception as error:
+                self.sink.log(f"metrics: some values were not recorded: {error}", "WARNING")
         self.sink.summary()
 
 
