@@ -159,6 +159,38 @@ class Settings(BaseSettings):
         "no on a server deployment until the operator says true. Read by the API (submit: "
         "422) and by each worker (a job reaching a worker with it off fails).",
     )
+    sandbox: Literal["auto", "bwrap", "none"] = Field(
+        default="auto",
+        description="How user code (command jobs, their venv builds) is confined: `bwrap` "
+        "(bubblewrap: own user, PID, mount, IPC, UTS and network namespaces; jobs that cannot "
+        "be sandboxed fail), `none` (the worker's user; only admin keys may submit command "
+        "jobs), `auto` (bwrap where a probe sandbox starts on this host, else none).",
+    )
+    sandbox_paths: str = Field(
+        default="",
+        description="Extra host folders shown read-only inside the sandbox, comma-separated "
+        "(e.g. /opt/conda): system folders (/usr, /lib*, a few files of /etc) and the "
+        "worker's Python are shown already.",
+    )
+    command_max_processes: int = Field(
+        default=1024,
+        ge=1,
+        le=4_194_304,
+        description="Processes and threads a command job may have at once, unless its "
+        "resources.processes says otherwise.",
+    )
+    command_max_disk: str = Field(
+        default="20G",
+        pattern=r"^\d{1,12}[KMGT]?$",
+        description="Bytes a command job's folder (and any one file it writes) may hold, "
+        "unless its resources.disk says otherwise.",
+    )
+    venv_direct_references: bool = Field(
+        default=False,
+        description="Allow venv packages given as URLs, paths or `name @ url` (their build "
+        "runs whatever the reference holds); off: only names and version ranges from the "
+        "package index.",
+    )
     max_metrics_per_job: int = Field(
         default=100_000,
         ge=1,

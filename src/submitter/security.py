@@ -13,7 +13,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import Connection, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from submitter.db.models import ApiKey
@@ -131,3 +131,16 @@ def authenticate_cached(
     if principal is not None:
         cache.store(digest, principal)
     return principal
+
+
+def owner_role(connection: Connection, owner: str) -> Role | None:
+    """The role of the key that owns a job or schedule now; None if revoked or unknown (a
+    revoked owner's work runs with no role at all)."""
+    if owner == BOOTSTRAP_ID:
+        return Role.admin
+    row = connection.execute(
+        select(ApiKey.role, ApiKey.revoked_at).where(ApiKey.id == owner)
+    ).first()
+    if row is None or row.revoked_at is not None:
+        return None
+    return Role(row.role)

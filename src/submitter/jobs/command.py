@@ -1,62 +1,78 @@
-"""`command`: the user's own command, run on a Submitter worker.
+"""`command`: the user's own command, run on a Submitter worker in a sandbox.
 
 The same spec sections as a `slurm` job where they mean the same (`environment.venv`,
 `files.provide` / `files.collect`, `env`: `submitter.usercode.spec`), run here instead of
 on a cluster:
 
-1. a job folder of its own on the worker host (removed afterwards), the provided files
-   staged into it, the venv created once per host under a lock and reused
-   (`submitter.usercode.venv`, the recipe and key of the HPC venvs);
-2. the command in its own process group with an allow-listed environment, its limits
-   (`resources`, `timeout_seconds`) and its output streamed into the job log
-   (`submitter.usercode.process`); the metrics it writes to `$SUBMITTER_METRICS` are
-   read into the database while it runs (`submitter.jobmetrics`);
-3. the files matching `files.collect`, and stdout/stderr, become the job's artifacts.
+1. a job folder of its own on the worker host (removed afterwards, or by the sweep of the
+   next pool process if this one was killed), the provided files staged into it, the venv
+   built once per host in a sandbox of its own, under a lock, and reused read-only
+   (`submitter.usercode.venv`, the key of the HPC venvs);
+2. the command in the sandbox (`submitter.sandbox`: its own namespaces, only its folder
+   writable, limits the kernel or a watchdog holds) with an allow-listed environment, its
+   output streamed into the job log; the metrics it writes to `$SUBMITTER_METRICS` are
+   read into the database while it runs (`submitter.jobmetrics`), never following a link;
+3. the files matching `files.collect` (regular files with one link only), and
+   stdout/stderr, become the job's artifacts.
 
 Running code on workers is what this kind is for, so it is a permission: role `user` or
-higher (as every submit), and `SUBMITTER_COMMAND_JOBS_ENABLED` (checked at submit and
-again on the worker). It isolates secrets and resources, not a hostile user: the command
-runs as the worker's OS user (see the README).
+higher (as every submit), `SUBMITTER_COMMAND_JOBS_ENABLED` (checked at submit and again on
+the worker), and where no sandbox can be had, role `admin` (`submitter.sandbox.refusal`).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import signal
-import subprocess
-import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-from sqlalchemy import Connection
+from sqlalchemy import Connection, select
 
+from submitter import sandbox
+from submitter.db.models import Job
 from submitter.hpc.clusters import ClusterConfig
 from submitter.hpc.staging import CONTROL_DIR
 from submitter.hpc.transport import LocalTransport
 from submitter.jobmetrics import HELPER, METRICS_FILE
 from submitter.jobmetrics.service import Follower, MetricsSink
-from submitter.jobs.context import JobCancelled, JobContext, JobFailed
+from submitter.jobs.context import (
+    JobCancelled,
+    JobContext,
+    JobFailed,
+    folder_prefix,
+    remove_tree,
+    sweep_folders,
+)
 from submitter.jobs.registry import JobKind, ResolvedSpec
+from submitter.sandbox import bwrap, supervise
+from submitter.security import owner_role
 from submitter.usercode import process
 from submitter.usercode.spec import (
     EnvVars,
     Files,
     Venv,
-    collect_matching,
+    collect_from_folder,
+    direct_reference,
     resolve_provided,
+    spec_error,
     stage_provided,
 )
-from submitter.usercode.venv import create_venv_argv, venv_path
+from submitter.usercode.venv import VenvFailed, build_in_sandbox, venv_path
 
 if TYPE_CHECKING:
+    from submitter.config import Settings
     from submitter.runtime import Runtime
 
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 #: Artifacts holding the whole output (the log has the first lines of each).
 STDOUT, STDERR = "stdout.log", "stderr.log"
+#: The artifact holding a venv build's whole output (pip's, in the job log too, cut).
+VENV_LOG = "venv-build.log"
+_SIZE = r"^\d{1,12}[KMGT]?$"
 VENV_TIMEOUT_SECONDS = 3600.0
 
 
@@ -71,15 +87,26 @@ class CommandResources(BaseModel):
     )
     memory: str | None = Field(
         default=None,
-        pattern=r"^\d{1,12}[KMGT]?$",
-        description="e.g. 512M: an address-space limit (RLIMIT_AS) on the command.",
+        pattern=_SIZE,
+        description="e.g. 512M: the memory of all its processes together (a control group or "
+        "the sandbox's watchdog), and an address-space limit (RLIMIT_AS) on each.",
+    )
+    processes: int | None = Field(
+        default=None,
+        ge=1,
+        le=4_194_304,
+        description="Processes (and, where control groups hold it, threads) at once; "
+        "default SUBMITTER_COMMAND_MAX_PROCESSES.",
+    )
+    disk: str | None = Field(
+        default=None,
+        pattern=_SIZE,
+        description="e.g. 2G: what its folder may hold, and any one file it writes; default "
+        "SUBMITTER_COMMAND_MAX_DISK.",
     )
 
     def memory_bytes(self) -> int | None:
-        if self.memory is None:
-            return None
-        unit = self.memory[-1] if self.memory[-1] in _UNITS else ""
-        return int(self.memory.removesuffix(unit)) * _UNITS[unit]
+        return size_bytes(self.memory) if self.memory is not None else None
 
 
 class CommandEnvironment(BaseModel):
@@ -137,7 +164,22 @@ def _resolve_spec(runtime: Runtime, connection: Connection, spec: dict[str, Any]
     if not runtime.settings.command_jobs_allowed:
         error = {"loc": ["body", "kind"], "msg": DISABLED, "type": "kind_disabled"}
         return spec, [], [{**error, "input": "command"}]
-    return resolve_provided(connection, spec)
+    resolved, dataset_ids, errors = resolve_provided(connection, spec)
+    venv = spec.get("environment", {}).get("venv")
+    if venv and not runtime.settings.venv_direct_references:
+        for index, package in enumerate(venv["packages"]):
+            why = direct_reference(package)
+            if why is not None:
+                loc = ["environment", "venv", "packages", index]
+                msg = f"{package[:100]!r} {why}: only names and version ranges from the \
+package index (an operator may allow more: SUBMITTER_VENV_DIRECT_REFERENCES)"
+                errors.append(spec_error(loc, msg, "direct_reference", package))
+    return resolved, dataset_ids, errors
+
+
+def _admit(runtime: Runtime, connection: Connection, owner: str) -> str | None:
+    """Why this owner may not run a command job here (no sandbox and not an admin)."""
+    return sandbox.refusal(runtime.settings, owner_role(connection, owner), on_worker=False)
 
 
 # --------------------------------------------------------------------------- on a worker
@@ -146,14 +188,22 @@ def _resolve_spec(runtime: Runtime, connection: Connection, spec: dict[str, Any]
 def run(spec: CommandSpec, ctx: JobContext) -> dict[str, Any]:
     if not ctx.runtime.settings.command_jobs_allowed:
         raise JobFailed(f"{DISABLED} (on this worker)")
-    folder = Path(tempfile.mkdtemp(prefix=f"submitter-command-{ctx.job_id}-"))
+    with ctx.runtime.engine.connect() as connection:
+        owner = connection.scalar(select(Job.owner).where(Job.id == ctx.job_id))
+        role = owner_role(connection, owner) if owner else None
+    refused = sandbox.refusal(ctx.runtime.settings, role, on_worker=True)
+    if refused is not None:
+        raise JobFailed(f"not run on this worker: {refused}")
+    sandboxed = sandbox.host_mode(ctx.runtime.settings).sandboxed
+    sweep_folders()
+    folder = Path(tempfile.mkdtemp(prefix=f"{folder_prefix(ctx.job_id)}command-"))
     try:
-        return _run_in(folder, spec, ctx)
+        return _run_in(folder, spec, ctx, sandboxed)
     finally:
-        shutil.rmtree(folder, ignore_errors=True)
+        remove_tree(folder)
 
 
-def _run_in(folder: Path, spec: CommandSpec, ctx: JobContext) -> dict[str, Any]:
+def _run_in(folder: Path, spec: CommandSpec, ctx: JobContext, sandboxed: bool) -> dict[str, Any]:
     ctx.progress(phase="preparing", message="staging files")
     control = folder / CONTROL_DIR
     (control / "lib").mkdir(parents=True)
@@ -161,45 +211,59 @@ def _run_in(folder: Path, spec: CommandSpec, ctx: JobContext) -> dict[str, Any]:
     shutil.copyfile(HELPER, control / "lib" / HELPER.name)
     transport = LocalTransport(ClusterConfig(name="worker", transport="local", workdir="/"))
     stage_provided(ctx, transport, str(folder), spec.files.provide)
-    venv = _ensure_venv(spec.environment.venv, ctx) if spec.environment.venv else None
-    ctx.check_cancelled()
-
-    metrics_file = control / METRICS_FILE
+    # Seen from inside: the sandbox shows the folder at bwrap.FOLDER and its tmp as /tmp.
+    inside = bwrap.FOLDER if sandboxed else str(folder)
+    tmp = "/tmp" if sandboxed else str(control / "tmp")
+    limits = supervise.Limits(
+        memory_bytes=spec.resources.memory_bytes(),
+        processes=spec.resources.processes or ctx.runtime.settings.command_max_processes,
+        disk_bytes=size_bytes(spec.resources.disk or ctx.runtime.settings.command_max_disk),
+    )
     ours = {
-        "SUBMITTER_METRICS": str(metrics_file),
         "SUBMITTER_JOB_ID": ctx.job_id,
-        "TMPDIR": str(control / "tmp"),
-        "PYTHONPATH": ":".join(p for p in (str(control / "lib"), spec.env.get("PYTHONPATH")) if p),
+        "TMPDIR": tmp,
         "PYTHONUNBUFFERED": spec.env.get("PYTHONUNBUFFERED", "1"),  # lines as they come
     }
-    limits = process.Limits(
-        memory_bytes=spec.resources.memory_bytes(), timeout_seconds=spec.timeout_seconds
-    )
+    if sandboxed:  # the worker's PATH names folders the sandbox does not show
+        ours["PATH"] = sandbox_path()
+        ours["HOME"] = inside
     if spec.resources.cpus:
         limits.cpus = process.pick_cpus(spec.resources.cpus, ctx.job_id)
         ours.update({name: str(len(limits.cpus)) for name in process.THREAD_VARIABLES})
         ctx.log(f"CPUs {','.join(map(str, limits.cpus))} ({len(limits.cpus)} threads)")
     env = process.job_environment(os.environ, spec.env, ours)
-    if venv is not None:
+    view = bwrap.View(folder, read_only=extra_paths(ctx.runtime.settings))
+    venv = None
+    if spec.environment.venv:
+        venv = _ensure_venv(spec.environment.venv, ctx, view, env, limits, sandboxed)
+        view = bwrap.View(folder, read_only=[*view.read_only, venv])
         env["VIRTUAL_ENV"] = venv
         env["PATH"] = f"{venv}/bin{os.pathsep}{env['PATH']}"
+    ctx.check_cancelled()
+    env["SUBMITTER_METRICS"] = f"{inside}/{CONTROL_DIR}/{METRICS_FILE}"
+    env["PYTHONPATH"] = ":".join(
+        p for p in (f"{inside}/{CONTROL_DIR}/lib", spec.env.get("PYTHONPATH")) if p
+    )
+    limits.timeout_seconds = spec.timeout_seconds
 
     sink = MetricsSink(ctx.runtime, ctx.job_id, ctx.log)
     sink.clear()
-    follower = Follower(sink, metrics_file)
+    follower = Follower(sink, control / METRICS_FILE, root=folder)
     follower.start()
     argv = spec.argv()
     ctx.progress(phase="running", message=f"running {argv[0]}")
     ctx.log(f"running {argv!r}" if len(repr(argv)) < 500 else f"running {argv[0]} ...")
     try:
-        outcome = process.run_supervised(
-            ctx,
+        outcome = supervise.run(
+            _supervision(ctx),
             argv,
-            cwd=folder,
+            view=view,
+            sandboxed=sandboxed,
             env=env,
             limits=limits,
             stdout=ctx.workdir / STDOUT,
             stderr=ctx.workdir / STDERR,
+            job_id=ctx.job_id,
         )
     finally:
         follower.finish()
@@ -210,11 +274,7 @@ def _run_in(folder: Path, spec: CommandSpec, ctx: JobContext) -> dict[str, Any]:
     if outcome.stopped_for == "cancelled":
         ctx.log("cancelled: the command was stopped" + (" (SIGKILL)" if outcome.killed else ""))
         raise JobCancelled()
-    collected = (
-        collect_matching(ctx, transport, str(folder), [], spec.files.collect)
-        if spec.files.collect
-        else []
-    )
+    collected = collect_from_folder(ctx, folder, spec.files.collect) if spec.files.collect else []
     result = {
         "exit_code": outcome.exit_code,
         "elapsed_seconds": outcome.elapsed_seconds,
@@ -223,17 +283,59 @@ def _run_in(folder: Path, spec: CommandSpec, ctx: JobContext) -> dict[str, Any]:
         "venv": venv,
         "collected": collected,
         "metrics": sink.count,
+        "sandboxed": sandboxed,
     }
-    failure = _failure(spec, outcome)
+    failure = _failure(spec, outcome, ctx.runtime.settings)
     if failure is not None:
         raise JobFailed(failure, result)
     ctx.log(f"command exited with code 0 after {outcome.elapsed_seconds:.1f} s")
     return result
 
 
-def _failure(spec: CommandSpec, outcome: process.Outcome) -> str | None:
+def _supervision(ctx: JobContext) -> supervise.Supervision:
+    return supervise.Supervision(
+        # The log callback, not ctx.log: user output is the job's, not the worker's own
+        # log (nor the service log in the database).
+        log_line=lambda level, text: ctx.log_line(level, text),
+        cancelled=ctx.cancelled,
+        grace_seconds=ctx.runtime.settings.cancel_grace_seconds,
+        process_groups=ctx.process_groups,
+    )
+
+
+def sandbox_path() -> str:
+    """PATH inside the sandbox: the base Python's folder, then the system's."""
+    python_bin = os.path.dirname(bwrap.python_executable())
+    system = ["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"]
+    return os.pathsep.join(dict.fromkeys([python_bin, *system]))
+
+
+def extra_paths(settings: Settings) -> list[str]:
+    return [p.strip() for p in settings.sandbox_paths.split(",") if p.strip()]
+
+
+def size_bytes(text: str) -> int:
+    unit = text[-1] if text[-1] in _UNITS else ""
+    return int(text.removesuffix(unit)) * _UNITS[unit]
+
+
+def _limit_of(spec: CommandSpec, settings: Settings, name: str) -> tuple[object, str]:
+    """A limit's figure for a job, and where it was set (the spec or the operator)."""
+    own: object = getattr(spec.resources, name)
+    if own is not None:
+        return own, f"resources.{name}"
+    if name == "processes":
+        return settings.command_max_processes, "SUBMITTER_COMMAND_MAX_PROCESSES"
+    return settings.command_max_disk, "SUBMITTER_COMMAND_MAX_DISK"
+
+
+def _failure(spec: CommandSpec, outcome: supervise.Outcome, settings: Settings) -> str | None:
     """Why the job failed, in words that name the limit that ended it; None if it did not."""
     how = "SIGTERM, then SIGKILL" if outcome.killed else "SIGTERM"
+    if outcome.exceeded is not None:
+        passed = outcome.exceeded
+        limit, where = _limit_of(spec, settings, passed.limit)
+        return f"exceeded its {passed.limit} limit of {limit} ({where}): {passed.how}"
     if outcome.stopped_for == "timeout":
         return f"timed out after {spec.timeout_seconds:g} s (timeout_seconds); stopped with {how}"
     if outcome.exit_code == 0:
@@ -245,22 +347,31 @@ def _failure(spec: CommandSpec, outcome: process.Outcome) -> str | None:
             f"exceeded its memory limit of {spec.resources.memory} (resources.memory, an "
             f"address-space limit): {said}"
         )
-    if code < 0:
-        name = signal.Signals(-code).name
-        text = f"command was killed by {name}"
-        if spec.resources.memory and name in ("SIGSEGV", "SIGABRT", "SIGBUS"):
+    if outcome.signal is not None:
+        text = f"command was killed by {outcome.signal}"
+        if outcome.signal == "SIGXFSZ":
+            disk = spec.resources.disk or settings.command_max_disk
+            text += f": a file passed its disk limit of {disk} (resources.disk)"
+        elif spec.resources.memory and outcome.signal in ("SIGSEGV", "SIGABRT", "SIGBUS"):
             text += f", likely its memory limit of {spec.resources.memory} (resources.memory)"
         return text
     last = next((line for line in reversed(outcome.stderr_tail) if line.strip()), "")
     return f"command exited with code {code}" + (f": {last.strip()[:500]}" if last else "")
 
 
-def _ensure_venv(venv: Venv, ctx: JobContext) -> str:
-    """The venv on this worker host: created by the first job needing it, under a lock."""
-    base = str(ctx.runtime.settings.home)
-    python = sys.executable
+def _ensure_venv(
+    venv: Venv,
+    ctx: JobContext,
+    view: bwrap.View,
+    env: dict[str, str],
+    limits: supervise.Limits,
+    sandboxed: bool,
+) -> str:
+    """The venv on this worker host: built by the first job needing it, in a sandbox of its
+    own (the job's environment, the network), under a lock; reused by later jobs."""
+    python = bwrap.python_executable()
     path = venv_path(
-        base,
+        str(ctx.runtime.settings.home),
         venv.name,
         venv.packages,
         system_site_packages=venv.system_site_packages,
@@ -268,21 +379,57 @@ def _ensure_venv(venv: Venv, ctx: JobContext) -> str:
         modules=[],
     )
     ctx.progress(message=f"venv {venv.name}: creating or reusing")
-    argv = create_venv_argv(
-        [], path, python, venv.packages, system_site_packages=venv.system_site_packages
+    log = ctx.workdir / VENV_LOG
+    build_env = {**env, "HOME": "/tmp" if sandboxed else env.get("TMPDIR", "/tmp")}
+    build_env.update({"PIP_NO_INPUT": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1"})
+    build_limits = supervise.Limits(
+        memory_bytes=limits.memory_bytes,
+        processes=limits.processes,
+        disk_bytes=limits.disk_bytes,
+        timeout_seconds=VENV_TIMEOUT_SECONDS,
     )
-    try:
-        done = subprocess.run(
-            argv, capture_output=True, text=True, timeout=VENV_TIMEOUT_SECONDS, check=False
+    failed: list[supervise.Outcome] = []
+
+    def step(argv: list[str], writable: Sequence[tuple[str, str]]) -> int:
+        step_view = bwrap.View(view.folder, view.read_only, writable, network=True)
+        outcome = supervise.run(
+            _supervision(ctx),
+            argv,
+            view=step_view,
+            sandboxed=sandboxed,
+            env=build_env,
+            limits=build_limits,
+            stdout=log,
+            stderr=log,
+            job_id=ctx.job_id,
         )
-    except subprocess.TimeoutExpired:
-        raise JobFailed(f"creating venv {venv.name} took over {VENV_TIMEOUT_SECONDS:g} s") from None
-    if "waiting:" in done.stderr:
-        ctx.log(f"venv {venv.name}: waited for another job creating it")
-    if done.returncode != 0:
-        tail = done.stderr.strip()[-1500:] or "(no output)"
-        raise JobFailed(f"creating venv {venv.name} on this worker failed: {tail}")
-    ctx.log(f"venv {venv.name} {done.stdout.strip() or 'ready'}: {path}")
+        if outcome.stopped_for == "cancelled":
+            raise JobCancelled()
+        if outcome.exit_code != 0 or outcome.stopped_for:
+            failed.append(outcome)
+            return outcome.exit_code or 1
+        return 0
+
+    try:
+        how = build_in_sandbox(
+            path,
+            python=python,
+            packages=venv.packages,
+            system_site_packages=venv.system_site_packages,
+            run=step,
+            sandboxed=sandboxed,
+            timeout=VENV_TIMEOUT_SECONDS,
+        )
+    except VenvFailed as error:
+        last = ""
+        if failed:
+            said = [line for line in failed[-1].stderr_tail if line.strip()]
+            last = f": {said[-1].strip()[:300]}" if said else ""
+        raise JobFailed(
+            f"creating venv {venv.name} on this worker failed: {error}{last} "
+            f"(its whole output: the job log and {VENV_LOG})"
+        ) from None
+    ctx.log(f"venv {venv.name} {how}: {path}")
     return path
 
 
@@ -290,6 +437,7 @@ KIND = JobKind(
     name="command",
     spec_model=CommandSpec,
     run=run,
-    description="Your own command on a worker: a venv, staged files, limits, metrics.",
+    description="Your own command on a worker, sandboxed: a venv, staged files, limits, metrics.",
     resolve_spec=_resolve_spec,
+    admit=_admit,
 )

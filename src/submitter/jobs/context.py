@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import re
 import shutil
+import stat
 import tempfile
 import threading
 from collections.abc import Callable
@@ -42,6 +46,65 @@ class JobFailed(Exception):
     def __init__(self, message: str, result: object = None) -> None:
         super().__init__(message)
         self.result = result
+
+
+def folder_prefix(job_id: str) -> str:
+    """Every folder a run makes on this host starts with this: the job and the process
+    running it, so that a killed process's folders can be found (`sweep_folders`)."""
+    return f"submitter-job-{job_id}-p{os.getpid()}-"
+
+
+_FOLDER = re.compile(r"^submitter-job-[^/]+-p(\d+)-")
+
+
+def remove_tree(path: Path) -> None:
+    """Remove a folder a job wrote, even where it took its own permissions away (a `chmod
+    000` folder stops `rmtree` for a non-root worker); links are removed, not followed."""
+
+    def unblock(_: object, failed: str, __: object) -> None:
+        with contextlib.suppress(OSError):
+            parent = os.path.dirname(failed)
+            os.chmod(parent, stat.S_IRWXU)
+            if os.path.isdir(failed) and not os.path.islink(failed):
+                os.chmod(failed, stat.S_IRWXU)
+                shutil.rmtree(failed, ignore_errors=True)
+            else:
+                os.unlink(failed)
+
+    shutil.rmtree(path, onerror=unblock)
+
+
+def remove_folders(job_id: str) -> None:
+    """This process's folders of the job (its scratch, a command's job folder)."""
+    base = Path(tempfile.gettempdir())
+    for path in base.glob(f"{folder_prefix(job_id)}*"):
+        with contextlib.suppress(OSError):
+            remove_tree(path)
+
+
+def sweep_folders() -> int:
+    """Remove the job folders of processes that no longer run on this host (a pool
+    process killed mid-job runs no `finally`); how many were removed."""
+    removed = 0
+    with contextlib.suppress(OSError), os.scandir(tempfile.gettempdir()) as entries:
+        for entry in entries:
+            found = _FOLDER.match(entry.name)
+            if found is None or _alive(int(found.group(1))):
+                continue
+            with contextlib.suppress(OSError):
+                remove_tree(Path(entry.path))
+                removed += 1
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class Workdir:

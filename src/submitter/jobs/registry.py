@@ -45,6 +45,10 @@ class JobKind:
     #: one pool process). More than 1 only for kinds whose runs take milliseconds, where
     #: the per-message cost dominates; a long kind keeps 1 so a batch spreads over workers.
     group: int = 1
+    #: Whether this owner (a key id) may submit a job of the kind now: `(runtime,
+    #: connection, owner)` → None, or why not (a 422 under `kind`). Checked at every submit,
+    #: of a job, a batch's job or a schedule.
+    admit: Callable[[Runtime, Connection, str], str | None] | None = None
     #: For a kind whose submission makes more than one row (a sweep and its children):
     #: called by `jobs.service.submit` with its keyword arguments instead of the plain insert.
     create: Callable[..., tuple[Job, bool]] | None = None

@@ -283,6 +283,7 @@ def insert_jobs(
                     ]
                 )
             queue, normalised = _validate(request.kind, request.spec, where)
+            check_admitted(runtime, connection, request.kind, owner, where)
             normalised, dataset_ids = _resolve_at(
                 runtime, connection, request.kind, normalised, where
             )
@@ -481,6 +482,17 @@ def _position(ref: str, index: int) -> int | str:
         f"{ref!r} does not name an earlier job of this batch (jobs may depend only on "
         f"earlier ones, so a batch has no cycle; here: {earlier})"
     )
+
+
+def check_admitted(
+    runtime: Runtime, connection: Connection, kind: str, owner: str, at: list[Any]
+) -> None:
+    """Raise InvalidJob (under `kind`) if the kind does not admit this owner now."""
+    admit = get_kind(kind).admit
+    why = admit(runtime, connection, owner) if admit is not None else None
+    if why is not None:
+        loc = [*at, "kind"]
+        raise InvalidJob([{"loc": loc, "msg": why, "type": "kind_not_admitted", "input": kind}])
 
 
 def _resolve_at(

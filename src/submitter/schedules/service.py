@@ -42,12 +42,16 @@ class ScheduleConflict(Exception):
     """A schedule with that name exists."""
 
 
-def _check_job(runtime: Runtime, kind: str, spec: dict[str, Any]) -> dict[str, Any]:
+def _check_job(
+    runtime: Runtime, kind: str, spec: dict[str, Any], owner: str | None = None
+) -> dict[str, Any]:
     """Validate the job request now, so a schedule that could never submit is refused with a
     422 naming the field, not discovered at 3 a.m. References are resolved and thrown away:
     they are resolved again at each run (`credit` = the latest version then)."""
     _, normalised = jobs.validate_request(kind, spec)
     with runtime.engine.connect() as connection:  # rolled back on exit: nothing is written
+        if owner is not None:
+            jobs.check_admitted(runtime, connection, kind, owner, ["body"])
         jobs.resolve_references(runtime, connection, kind, normalised)
     return normalised
 
@@ -65,7 +69,7 @@ def _next(schedule: Schedule, now: datetime, due: datetime | None = None) -> dat
 
 
 def create(runtime: Runtime, body: ScheduleCreate, owner: str) -> Schedule:
-    spec = _check_job(runtime, body.kind, body.spec)
+    spec = _check_job(runtime, body.kind, body.spec, owner)
     now = utcnow()
     schedule = Schedule(
         id=jobs.new_id(),

@@ -13,18 +13,22 @@ provided files at run time.
 
 from __future__ import annotations
 
+import os
 import re
+import stat
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import Connection, select
 
 from submitter.hpc.staging import Upload, check_pattern, check_target, put_upload, select_files
+from submitter.hpc.transport import MAX_WALK_ENTRIES, RemoteFile
 from submitter.jobs.context import JobContext, JobFailed
 from submitter.storage.keys import InvalidName
 
 if TYPE_CHECKING:
-    from submitter.hpc.transport import RemoteFile, Transport
+    from submitter.hpc.transport import Transport
     from submitter.jobs.registry import ResolvedSpec
 
 WORD = r"^[A-Za-z0-9_.+-]{1,64}$"
@@ -49,6 +53,22 @@ class Venv(BaseModel):
                     f"{package!r} is not a requirement (no options, no control characters)"
                 )
         return value
+
+
+def direct_reference(package: str) -> str | None:
+    """Why `package` is not a plain requirement (a name, extras, a version range, markers)
+    but a reference to code somewhere (a URL, a path, `name @ url`); None if it is plain.
+    Such a reference runs what it points at when pip builds it, so it is an operator's
+    choice (`SUBMITTER_VENV_DIRECT_REFERENCES`), not a user's."""
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    try:
+        requirement = Requirement(package)
+    except InvalidRequirement:
+        return "is a path, a URL or not a requirement at all"
+    if requirement.url:
+        return f"names its code directly (@ {requirement.url[:100]})"
+    return None
 
 
 class ProvidedFile(BaseModel):
@@ -204,6 +224,68 @@ def collect_matching(
         local = ctx.workdir / remote.path
         local.parent.mkdir(parents=True, exist_ok=True)
         transport.get(f"{folder}/{remote.path}", local)
+        names.append(remote.path)
+    missing = [p for p in patterns if not any(select_files(files, [p]))]
+    if missing:
+        ctx.log(f"no file matched: {', '.join(missing)}", "WARNING")
+    ctx.log(f"collected {len(names)} file(s) from the job folder")
+    return names
+
+
+def regular_files(folder: Path) -> list[RemoteFile]:
+    """The files a job may hand back from its folder on this host: regular files with one
+    link, owned by the sandbox's (here: this process's) uid, found without following a link.
+    A symbolic or hard link to a worker file (`ln $SUBMITTER_HOME/submitter.db out/db`) is
+    not one of them."""
+    uid = os.geteuid()
+    found: list[RemoteFile] = []
+    pending, seen = [""], 0
+    while pending and seen < MAX_WALK_ENTRIES:
+        relative = pending.pop()
+        try:
+            entries = list(os.scandir(folder / relative))
+        except OSError:
+            continue
+        for entry in entries:
+            seen += 1
+            path = f"{relative}/{entry.name}" if relative else entry.name
+            try:
+                info = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if stat.S_ISDIR(info.st_mode):
+                pending.append(path)
+            elif _collectable(info, uid):
+                found.append(RemoteFile(path, info.st_size))
+    return found
+
+
+def _collectable(info: os.stat_result, uid: int) -> bool:
+    return stat.S_ISREG(info.st_mode) and info.st_nlink == 1 and info.st_uid == uid
+
+
+def collect_from_folder(ctx: JobContext, folder: Path, patterns: list[str]) -> list[str]:
+    """`collect_matching` for a job folder on this host whose processes have all ended:
+    only `regular_files`, each opened without following a link and checked again."""
+    files = regular_files(folder)
+    names = []
+    uid = os.geteuid()
+    for remote in select_files(files, patterns):
+        ctx.check_cancelled()
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+        try:
+            source = os.open(folder / remote.path, flags)
+        except OSError as error:
+            ctx.log(f"not collected: {remote.path} ({error.strerror})", "WARNING")
+            continue
+        with open(source, "rb") as stream:
+            if not _collectable(os.fstat(source), uid):
+                continue
+            local = ctx.workdir / remote.path
+            local.parent.mkdir(parents=True, exist_ok=True)
+            with open(local, "wb") as out:
+                while chunk := stream.read(1 << 20):
+                    out.write(chunk)
         names.append(remote.path)
     missing = [p for p in patterns if not any(select_files(files, [p]))]
     if missing:

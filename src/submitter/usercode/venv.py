@@ -15,7 +15,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 #: Marks a finished venv: a creation that died half-way is redone, not reused.
 READY_MARK = ".submitter-ready"
@@ -92,3 +96,63 @@ def create_venv_argv(
         "yes" if system_site_packages else "no",
         *packages,
     ]
+
+
+def build_in_sandbox(
+    path: str,
+    *,
+    python: str,
+    packages: Sequence[str],
+    system_site_packages: bool,
+    run: Callable[[list[str], Sequence[tuple[str, str]]], int],
+    sandboxed: bool,
+    timeout: float,
+) -> str:
+    """Make the venv at `path` on this host unless it is ready: `created` or `reused`.
+
+    `run(argv, writable)` runs one step of the build as user code (in the sandbox, with the
+    network: pip downloads) with `writable` (host folder, path inside) mounted; it returns
+    the exit code. The build happens in a fresh folder next to `path`, mounted at `path`
+    inside (a venv holds its own absolute path), and is renamed to `path` when complete: a
+    failed or killed build leaves nothing a later job could take for a venv. Jobs then see
+    it read-only. The lock is a file next to it: one build per host and key at a time, the
+    others wait and reuse it. Without a sandbox (an admin's job), it is built in place.
+    """
+    from filelock import FileLock, Timeout
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with FileLock(f"{path}.lock", timeout=timeout):
+            if os.path.exists(os.path.join(path, READY_MARK)):
+                return "reused"
+            shutil.rmtree(path, ignore_errors=True)
+            build = (
+                tempfile.mkdtemp(prefix=f".build-{os.path.basename(path)}-", dir=Path(path).parent)
+                if sandboxed
+                else path
+            )
+            try:
+                writable = [(build, path)] if sandboxed else []
+                venv = [python, "-m", "venv"]
+                if system_site_packages:
+                    venv.append("--system-site-packages")
+                if run([*venv, "--", path], writable) != 0:
+                    raise VenvFailed(f"`{python} -m venv` failed")
+                if packages:
+                    pip = [f"{path}/bin/python", "-m", "pip", "install"]
+                    pip += ["--disable-pip-version-check", "--no-input", "--", *packages]
+                    if run(pip, writable) != 0:
+                        raise VenvFailed("pip install failed")
+                Path(build, READY_MARK).touch()
+                if sandboxed:
+                    os.rename(build, path)
+            except BaseException:
+                shutil.rmtree(build, ignore_errors=True)
+                raise
+            return "created"
+    except Timeout:
+        raise VenvFailed(f"waited over {timeout:g} s for another job building it") from None
+
+
+class VenvFailed(Exception):
+    """A venv could not be built; the message says which step (its output is in the log)."""

@@ -46,7 +46,15 @@ from sqlalchemy.orm import aliased
 from submitter.db.models import Artifact, Job, JobDependency, JobLog
 from submitter.db.types import JSONType, UTCDateTime, utcnow
 from submitter.jobs.artifacts import artifact_key
-from submitter.jobs.context import HandedOff, JobCancelled, JobContext, JobFailed, Workdir
+from submitter.jobs.context import (
+    HandedOff,
+    JobCancelled,
+    JobContext,
+    JobFailed,
+    Workdir,
+    folder_prefix,
+    remove_folders,
+)
 from submitter.jobs.registry import get_kind
 from submitter.jobs.service import resolve_waiting
 from submitter.jobs.states import TERMINAL, JobState
@@ -428,7 +436,7 @@ def _execute(
     of `waiting` (claimed with the same token, their turn to come) are renewed with this
     job's, so a long job does not let them lapse."""
     pending = PendingWrites([claim.line])
-    scratch = Workdir(prefix=f"submitter-job-{job_id}-")
+    scratch = Workdir(prefix=folder_prefix(job_id))
     context = JobContext(
         job_id=job_id,
         attempt=claim.attempt,
@@ -711,12 +719,14 @@ class Heartbeat:
         grace = self.runtime.settings.cancel_grace_seconds
         if self._stop_event.wait(grace) or not self.kill_on_stuck:
             return
-        if self.scratch is not None:  # no `finally` runs after SIGKILL: clean up first
-            self.scratch.remove()
         logger.warning("job %s did not stop within %.0fs of cancel: killing", self.job_id, grace)
         for group in list(self.process_groups):  # nor would the run kill what it started
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(group, signal.SIGKILL)
+        # No `finally` runs after SIGKILL: clean up first (once what wrote there is dead).
+        if self.scratch is not None:
+            self.scratch.remove()
+        remove_folders(self.job_id)
         os.kill(os.getpid(), signal.SIGKILL)
 
 

@@ -37,6 +37,10 @@ def _after_fork(**_: Any) -> None:
         runtime: Runtime | None = getattr(app, "submitter_runtime", None)
         if runtime is not None:
             runtime.engine.dispose(close=False)
+    # A new pool process often replaces one that was killed mid-job: its folders go.
+    from submitter.jobs.context import sweep_folders
+
+    sweep_folders()
 
 
 def register_tasks(app: Celery) -> None:
