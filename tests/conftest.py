@@ -254,6 +254,15 @@ def pytest_sessionfinish() -> None:
     stop_private_servers()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def bubblewrap() -> str:
+    """The sandbox of users' code, installed before any worker starts: a worker that found
+    none would refuse users' command jobs (as it should)."""
+    from tests.services import bubblewrap as install
+
+    return install()
+
+
 @pytest.fixture(scope="session", params=BACKENDS)
 def backend(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory

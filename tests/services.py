@@ -143,6 +143,11 @@ def _bindir(names: list[str], package: str, dirs: Callable[[], list[str]] = list
     return found
 
 
+def bubblewrap() -> str:
+    """bwrap, the sandbox of users' code: apt-installed when missing (as root)."""
+    return os.path.join(_bindir(["bwrap"], "bubblewrap"), "bwrap")
+
+
 def _postgres_dirs() -> list[str]:
     def version(d: str) -> float:
         try:

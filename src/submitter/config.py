@@ -172,6 +172,12 @@ class Settings(BaseSettings):
         "(e.g. /opt/conda): system folders (/usr, /lib*, a few files of /etc) and the "
         "worker's Python are shown already.",
     )
+    sandbox_cgroups: bool = Field(
+        default=True,
+        description="Hold a sandbox's memory, CPU and process limits with control groups "
+        "(cgroup v1) where this host lets the worker make them; false, or where it cannot: "
+        "a watchdog over the sandbox's processes holds them.",
+    )
     command_max_processes: int = Field(
         default=1024,
         ge=1,

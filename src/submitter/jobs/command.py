@@ -264,6 +264,7 @@ def _run_in(folder: Path, spec: CommandSpec, ctx: JobContext, sandboxed: bool) -
             stdout=ctx.workdir / STDOUT,
             stderr=ctx.workdir / STDERR,
             job_id=ctx.job_id,
+            cgroups=ctx.runtime.settings.sandbox_cgroups,
         )
     finally:
         follower.finish()
@@ -402,6 +403,7 @@ def _ensure_venv(
             stdout=log,
             stderr=log,
             job_id=ctx.job_id,
+            cgroups=ctx.runtime.settings.sandbox_cgroups,
         )
         if outcome.stopped_for == "cancelled":
             raise JobCancelled()

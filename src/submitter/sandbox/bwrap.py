@@ -143,14 +143,20 @@ def bwrap_path() -> str:
     return shutil.which("bwrap") or "bwrap"
 
 
-@functools.cache
+_STARTS = False
+
+
 def probe() -> str | None:
     """None if a sandbox starts on this host; else why not, in words an operator can act on.
 
-    Run once per process: a real sandbox (the same namespaces and mounts as a job's) running
-    `true`, so a kernel without unprivileged user namespaces, a container's seccomp profile
-    or a masked `/proc` are all caught here rather than by the first job.
+    Run until it succeeds once in this process (then remembered; a failure is not, so a
+    bubblewrap installed later is found): a real sandbox (the same namespaces and mounts
+    as a job's) running `true`, so a kernel without unprivileged user namespaces, a
+    container's seccomp profile or a masked `/proc` are all caught here, not by a job.
     """
+    global _STARTS
+    if _STARTS:
+        return None
     if shutil.which("bwrap") is None:
         return (
             "bubblewrap is not installed on this host (Debian/Ubuntu: apt-get install "
@@ -183,4 +189,5 @@ def probe() -> str | None:
             "a seccomp profile allowing user namespaces and systempaths=unconfined: see "
             "deploy/seccomp/)"
         )
+    _STARTS = True
     return None

@@ -51,8 +51,12 @@ MEMORY_SIGNS = (
 )
 
 _LAUNCHER = r"""
-import json, os, resource, sys
+import json, os, resource, signal, sys
 config, argv = json.loads(sys.argv[1]), sys.argv[2:]
+# Python ignores these, and an ignored signal stays ignored across exec: a command must
+# die of a closed pipe or of its file-size limit as it would from a shell.
+signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
 for name, value in config["rlimits"].items():
     resource.setrlimit(getattr(resource, name), (value, value))
 for path in config["cgroups"]:
@@ -184,6 +188,7 @@ def run(
     stdout: Path,
     stderr: Path,
     job_id: str,
+    cgroups: bool = True,
 ) -> Outcome:
     """Run `command` in a sandbox showing `view` (or, not `sandboxed`, on the host in its
     folder) until it ends, is cancelled, times out or passes a limit."""
@@ -194,7 +199,7 @@ def run(
     if limits.disk_bytes:
         rlimits["RLIMIT_FSIZE"] = limits.disk_bytes
     groups = None
-    if sandboxed:
+    if sandboxed and cgroups:
         groups = Cgroups.make(
             job_id,
             memory_bytes=limits.memory_bytes,
@@ -247,6 +252,7 @@ def run(
         memory_bytes=limits.memory_bytes,
         processes=limits.processes,
         cpus=limits.cpus,
+        groups=groups,
     )
     watchdog.start()
     stopped_for: str | None = None
@@ -289,31 +295,19 @@ def run(
         signal=_signal_name(exit_code, sandboxed=sandboxed),
     )
     if groups is not None:
-        _from_groups(outcome, groups, limits)
+        _from_groups(outcome, groups, watchdog)
         groups.remove()
     return outcome
 
 
-def _from_groups(outcome: Outcome, groups: Cgroups, limits: Limits) -> None:
-    """What the kernel held: an OOM kill or a refused fork is the limit that ended it."""
-    used = groups.usage()
-    if used.peak_memory_bytes:
-        outcome.max_rss_bytes = used.peak_memory_bytes
-    if outcome.exceeded is not None:
-        return
-    if used.oom_kills and limits.memory_bytes:
-        outcome.exceeded = Exceeded(
-            "memory",
-            used.peak_memory_bytes or limits.memory_bytes,
-            f"the kernel killed {used.oom_kills} of its processes at "
-            f"{(used.peak_memory_bytes or 0) / (1 << 20):.0f} MiB",
-        )
-    elif used.pids_refused and limits.processes:
-        outcome.exceeded = Exceeded(
-            "processes",
-            limits.processes,
-            f"{used.pids_refused} process or thread start(s) were refused",
-        )
+def _from_groups(outcome: Outcome, groups: Cgroups, watchdog: Watchdog) -> None:
+    """What the kernel held, read once more at the end (the watchdog polls it while the
+    sandbox runs): an OOM kill or a refused fork is the limit that ended it."""
+    peak = groups.usage().peak_memory_bytes
+    if peak:
+        outcome.max_rss_bytes = peak
+    if outcome.exceeded is None:
+        outcome.exceeded = watchdog.check()
 
 
 def _child_pid(info: int) -> int | None:

@@ -20,6 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from submitter.sandbox.cgroups import Cgroups
+
 #: Folder entries looked at per pass at most: a job making millions of files is stopped.
 MAX_ENTRIES = 1_000_000
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -85,12 +87,14 @@ class Watchdog(threading.Thread):
         memory_bytes: int | None = None,
         processes: int | None = None,
         cpus: list[int] | None = None,
+        groups: Cgroups | None = None,
         interval: float = 0.5,
     ) -> None:
         super().__init__(name="sandbox-watchdog", daemon=True)
         self.folder, self.disk_bytes, self.stop = folder, disk_bytes, stop
         self.namespace, self.memory_bytes, self.processes = namespace, memory_bytes, processes
         self.cpus = set(cpus) if cpus else None
+        self.groups = groups
         self.interval = interval
         self.exceeded: Exceeded | None = None
         self.peak_memory_bytes = 0
@@ -109,6 +113,8 @@ class Watchdog(threading.Thread):
             used = folder_bytes(self.folder)
             if used > self.disk_bytes:
                 return Exceeded("disk", used, f"its folder held {_mb(used)}")
+        if self.groups is not None:
+            return self._check_groups(self.groups)
         if self.namespace is None:
             return None
         pids = namespace_pids(self.namespace)
@@ -124,6 +130,19 @@ class Watchdog(threading.Thread):
                 with contextlib.suppress(OSError):
                     if os.sched_getaffinity(pid) != self.cpus:
                         os.sched_setaffinity(pid, self.cpus)
+        return None
+
+    def _check_groups(self, groups: Cgroups) -> Exceeded | None:
+        """The kernel held a limit (an OOM kill, a refused fork): the job is over, not
+        left running on with some of its processes gone."""
+        used = groups.usage()
+        if used.oom_kills and self.memory_bytes is not None:
+            peak = used.peak_memory_bytes or self.memory_bytes
+            how = f"the kernel killed {used.oom_kills} of its processes at {_mb(peak)}"
+            return Exceeded("memory", peak, how)
+        if used.pids_refused and self.processes is not None:
+            how = f"{used.pids_refused} process or thread start(s) were refused"
+            return Exceeded("processes", self.processes, how)
         return None
 
     def finish(self) -> None:
