@@ -281,6 +281,33 @@ def stack(backend: Backend) -> Iterator[Stack]:
         yield made
 
 
+@pytest.fixture(scope="session")
+def command_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, str]]:
+    """The embedded stack (command jobs on by default there) and a served API's URL, shared
+    by the tests of command jobs and of the sandbox. Its operator allows direct references
+    in venvs, so that a hostile build backend can be tried (the default refuses them)."""
+    import httpx
+
+    from tests.services import _free_ports
+
+    def answers(url: str) -> bool:
+        try:
+            return httpx.get(f"{url}/health", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    home = tmp_path_factory.mktemp("command")
+    with make_backend("embedded", home) as backend:
+        backend.env["SUBMITTER_API_PORT"] = str(_free_ports()[0])
+        backend.env["SUBMITTER_VENV_DIRECT_REFERENCES"] = "true"
+        with make_stack(backend, beat=False) as stack:
+            api = stack.start("api")
+            url = f"http://127.0.0.1:{backend.env['SUBMITTER_API_PORT']}"
+            eventually(lambda: answers(url), timeout=60)
+            yield stack, url
+            api.stop()
+
+
 @pytest.fixture(params=BACKENDS)
 def fresh_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
     """A backend of its own for tests that kill processes or wipe queues."""

@@ -12,7 +12,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +20,7 @@ from fastapi.testclient import TestClient
 
 from submitter.api.app import create_app
 from submitter.client import Client, JobHandle
-from tests.conftest import Stack, eventually, make_backend, make_stack
-from tests.services import _free_ports
+from tests.conftest import Stack, eventually
 
 VENV = {"name": "cmdtest", "packages": [], "system_site_packages": True}
 ANALYSE = """\
@@ -44,27 +42,9 @@ print("a warning", file=sys.stderr)
 """
 
 
-@pytest.fixture(scope="module")
-def cmd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, str]]:
-    """The embedded stack (command jobs on by default there) and a served API's URL."""
-    home = tmp_path_factory.mktemp("command")
-    with make_backend("embedded", home) as backend:
-        backend.env["SUBMITTER_API_PORT"] = str(_free_ports()[0])
-        with make_stack(backend, beat=False) as stack:
-            api = stack.start("api")
-            url = f"http://127.0.0.1:{backend.env['SUBMITTER_API_PORT']}"
-            eventually(lambda: _answers(url), timeout=60)
-            yield stack, url
-            api.stop()
-
-
-def _answers(url: str) -> bool:
-    import httpx
-
-    try:
-        return httpx.get(f"{url}/health", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
+@pytest.fixture
+def cmd(command_stack: tuple[Stack, str]) -> tuple[Stack, str]:
+    return command_stack
 
 
 def _submit(stack: Stack, spec: dict[str, Any], expect: int = 202, role: str = "user") -> Any:
