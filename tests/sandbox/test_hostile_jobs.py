@@ -192,7 +192,8 @@ def test_a_hostile_metrics_file_holds_no_slot(command_stack: tuple[Stack, str]) 
 
 def test_limits_hold_and_are_named(command_stack: tuple[Stack, str]) -> None:
     stack, _ = command_stack
-    hog = "python3 -c \"import time; b = bytearray(150 << 20); b[::4096] = b'x' * len(b[::4096]); time.sleep(30)\""
+    touch = "b = bytearray(150 << 20); b[::4096] = b'x' * len(b[::4096])"
+    hog = f'python3 -c "import time; {touch}; time.sleep(30)"'
     memory = _submit(
         stack,
         {"command": f"for i in 1 2 3 4; do {hog} & done; wait", "resources": {"memory": "200M"}},
