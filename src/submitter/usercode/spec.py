@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import re
 import stat
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -218,13 +219,29 @@ def collect_matching(
     workdir (they become its artifacts); warn about patterns that matched nothing.
     `files`: the folder's listing if the caller has it (an array's bulk lookup)."""
     files = list(transport.walk(folder)) if files is None else files
+
+    def copy(remote: RemoteFile, local: Path) -> bool:
+        transport.get(f"{folder}/{remote.path}", local)
+        return True
+
+    return _collect(ctx, files, always, patterns, copy)
+
+
+def _collect(
+    ctx: JobContext,
+    files: list[RemoteFile],
+    always: list[str],
+    patterns: list[str],
+    copy: Callable[[RemoteFile, Path], bool],
+) -> list[str]:
+    """The files matching a pattern, each `copy`-ed into the workdir (False: skipped)."""
     names = []
     for remote in select_files(files, [*always, *patterns]):
         ctx.check_cancelled()
         local = ctx.workdir / remote.path
         local.parent.mkdir(parents=True, exist_ok=True)
-        transport.get(f"{folder}/{remote.path}", local)
-        names.append(remote.path)
+        if copy(remote, local):
+            names.append(remote.path)
     missing = [p for p in patterns if not any(select_files(files, [p]))]
     if missing:
         ctx.log(f"no file matched: {', '.join(missing)}", "WARNING")
@@ -267,28 +284,21 @@ def _collectable(info: os.stat_result, uid: int) -> bool:
 def collect_from_folder(ctx: JobContext, folder: Path, patterns: list[str]) -> list[str]:
     """`collect_matching` for a job folder on this host whose processes have all ended:
     only `regular_files`, each opened without following a link and checked again."""
-    files = regular_files(folder)
-    names = []
     uid = os.geteuid()
-    for remote in select_files(files, patterns):
-        ctx.check_cancelled()
+
+    def copy(remote: RemoteFile, local: Path) -> bool:
         flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
         try:
             source = os.open(folder / remote.path, flags)
         except OSError as error:
             ctx.log(f"not collected: {remote.path} ({error.strerror})", "WARNING")
-            continue
+            return False
         with open(source, "rb") as stream:
             if not _collectable(os.fstat(source), uid):
-                continue
-            local = ctx.workdir / remote.path
-            local.parent.mkdir(parents=True, exist_ok=True)
+                return False
             with open(local, "wb") as out:
                 while chunk := stream.read(1 << 20):
                     out.write(chunk)
-        names.append(remote.path)
-    missing = [p for p in patterns if not any(select_files(files, [p]))]
-    if missing:
-        ctx.log(f"no file matched: {', '.join(missing)}", "WARNING")
-    ctx.log(f"collected {len(names)} file(s) from the job folder")
-    return names
+        return True
+
+    return _collect(ctx, regular_files(folder), [], patterns, copy)
