@@ -20,6 +20,7 @@ from fastapi.testclient import TestClient
 
 from submitter.api.app import create_app
 from tests.conftest import Stack, eventually
+from tests.usercode import artifact, host_processes, submit_command
 
 EVIL_PYPROJECT = """\
 [build-system]
@@ -45,19 +46,11 @@ get_requires_for_build_wheel = prepare_metadata_for_build_wheel = build_wheel = 
 
 
 def _submit(stack: Stack, spec: dict[str, Any], role: str = "user", expect: int = 202) -> Any:
-    response = stack.api.post(
-        "/api/v1/jobs", json={"kind": "command", "spec": spec}, headers=stack.headers(role)
-    )
-    assert response.status_code == expect, response.text
-    return response.json()
+    return submit_command(stack, spec, role=role, expect=expect)
 
 
 def _artifact(stack: Stack, job_id: str, name: str) -> str:
-    response = stack.api.get(
-        f"/api/v1/jobs/{job_id}/artifacts/{name}", headers=stack.headers("viewer")
-    )
-    assert response.status_code == 200, (name, response.text)
-    return response.text
+    return artifact(stack, job_id, name).decode(errors="replace")
 
 
 def _secrets(stack: Stack) -> list[str]:
@@ -71,18 +64,6 @@ def _database(stack: Stack) -> Path:
     db = stack.backend.home / "submitter.db"
     assert db.is_file()
     return db
-
-
-def _host_processes(program: str, first: str) -> list[int]:
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if argv[0] == program.encode() and len(argv) > 1 and argv[1] == first.encode():
-            found.append(int(pid))
-    return found
 
 
 def test_a_job_reaches_no_secret_no_file_and_no_service(
@@ -232,7 +213,7 @@ def test_limits_hold_and_are_named(command_stack: tuple[Stack, str]) -> None:
         assert done["state"] == "failed" and message in done["error"], done
     assert stack.wait(cpus["id"], timeout=60)["state"] == "succeeded"
     assert "cpus 1" in stack.logs(cpus["id"])
-    assert not _host_processes("sleep", "30")
+    assert not host_processes("sleep", "30")
 
 
 def test_a_daemon_dies_with_a_timed_out_job(command_stack: tuple[Stack, str]) -> None:
@@ -240,7 +221,7 @@ def test_a_daemon_dies_with_a_timed_out_job(command_stack: tuple[Stack, str]) ->
     job = _submit(stack, {"command": "setsid sleep 3201 & sleep 60", "timeout_seconds": 1})
     done = stack.wait(job["id"], timeout=60)
     assert done["state"] == "failed" and done["error"].startswith("timed out"), done
-    assert not _host_processes("sleep", "3201")
+    assert not host_processes("sleep", "3201")
 
 
 def test_links_are_not_collected(command_stack: tuple[Stack, str]) -> None:
@@ -264,12 +245,12 @@ def test_a_killed_pool_process_leaves_no_folder(command_stack: tuple[Stack, str]
     pattern = os.path.join(tempfile.gettempdir(), f"submitter-job-{job['id']}-p*-command-*")
     (folder,) = glob.glob(pattern)
     pool = int(folder.rsplit("-p", 1)[1].split("-", 1)[0])
-    sandboxed = _host_processes("sleep", "6001")
+    sandboxed = host_processes("sleep", "6001")
     assert sandboxed
     os.kill(pool, signal.SIGKILL)
     # The sandbox dies with its pool process; the pool's next process sweeps the folder.
     # (The job itself may run again once its lease lapses: in a folder of its new process.)
-    eventually(lambda: not set(sandboxed) & set(_host_processes("sleep", "6001")), timeout=30)
+    eventually(lambda: not set(sandboxed) & set(host_processes("sleep", "6001")), timeout=30)
     eventually(lambda: not os.path.exists(folder), timeout=60)
     stack.api.post(f"/api/v1/jobs/{job['id']}/cancel", headers=stack.headers("admin"))
 

@@ -13,6 +13,7 @@ import pytest
 
 from submitter.jobs.context import folder_prefix, remove_folders, sweep_folders
 from submitter.sandbox import bwrap, cgroups, supervise
+from tests.usercode import host_processes
 
 pytestmark = pytest.mark.usefixtures("bubblewrap")
 LIMITS = pytest.mark.parametrize("groups", [True, False], ids=["cgroups", "watchdog"])
@@ -52,18 +53,6 @@ def run(tmp_path: Path) -> Run:
     return Run(tmp_path / "job")
 
 
-def _alive(argv0: str, first: str) -> list[int]:
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if argv[0] == argv0.encode() and len(argv) > 1 and argv[1] == first.encode():
-            found.append(int(pid))
-    return found
-
-
 def test_it_sees_its_own_processes_and_files_only(run: Run, tmp_path: Path) -> None:
     secret = tmp_path / "secret.txt"
     secret.write_text("s3cret")
@@ -95,10 +84,10 @@ def test_the_network_is_its_own(run: Run) -> None:
 def test_daemons_die_with_the_command_and_on_timeout(run: Run) -> None:
     outcome = run("setsid sleep 3101 & (sleep 3102 &) ; echo started")
     assert outcome.exit_code == 0 and run.lines == ["started"]
-    assert not _alive("sleep", "3101") and not _alive("sleep", "3102")
+    assert not host_processes("sleep", "3101") and not host_processes("sleep", "3102")
     outcome = run("trap '' TERM; setsid sleep 3103 & sleep 3104", timeout_seconds=1, grace=0.5)
     assert outcome.stopped_for == "timeout" and outcome.killed
-    assert not _alive("sleep", "3103") and not _alive("sleep", "3104")
+    assert not host_processes("sleep", "3103") and not host_processes("sleep", "3104")
 
 
 @LIMITS
@@ -117,7 +106,7 @@ def test_process_count(run: Run, groups: bool) -> None:
         pytest.skip("this host gives no control groups")
     outcome = run("for i in $(seq 40); do sleep 30 & done; wait", processes=10, groups=groups)
     assert outcome.exceeded is not None and outcome.exceeded.limit == "processes", outcome
-    assert not _alive("sleep", "30")
+    assert not host_processes("sleep", "30")
 
 
 @LIMITS
@@ -154,7 +143,7 @@ def test_cancel_ends_it_and_every_process(run: Run) -> None:
     threading.Timer(1.0, run.cancelled.set).start()
     outcome = run("trap '' TERM; setsid sleep 3105 & sleep 3106", grace=1)
     assert outcome.stopped_for == "cancelled"
-    assert not _alive("sleep", "3105") and not _alive("sleep", "3106")
+    assert not host_processes("sleep", "3105") and not host_processes("sleep", "3106")
 
 
 def test_the_view_leaves_out_secrets(tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ from fastapi.testclient import TestClient
 from submitter.api.app import create_app
 from submitter.client import Client, JobHandle
 from tests.conftest import Stack, eventually
+from tests.usercode import artifact, host_processes, submit_command
 
 VENV = {"name": "cmdtest", "packages": [], "system_site_packages": True}
 ANALYSE = """\
@@ -48,19 +49,7 @@ def cmd(command_stack: tuple[Stack, str]) -> tuple[Stack, str]:
 
 
 def _submit(stack: Stack, spec: dict[str, Any], expect: int = 202, role: str = "user") -> Any:
-    response = stack.api.post(
-        "/api/v1/jobs", json={"kind": "command", "spec": spec}, headers=stack.headers(role)
-    )
-    assert response.status_code == expect, response.text
-    return response.json()
-
-
-def _artifact(stack: Stack, job_id: str, name: str) -> bytes:
-    response = stack.api.get(
-        f"/api/v1/jobs/{job_id}/artifacts/{name}", headers=stack.headers("viewer")
-    )
-    assert response.status_code == 200, response.text
-    return response.content
+    return submit_command(stack, spec, role=role, expect=expect)
 
 
 def test_venv_dataset_outputs_metrics_and_no_secrets(
@@ -98,18 +87,18 @@ def test_venv_dataset_outputs_metrics_and_no_secrets(
     assert "venv cmdtest created" in log
     assert "metrics: line skipped: not JSON" in log, log
 
-    summary = json.loads(_artifact(stack, job["id"], "out/summary.json"))
+    summary = json.loads(artifact(stack, job["id"], "out/summary.json"))
     assert summary["rows"] == 100 and summary["total"] == 5050
     venvs = stack.backend.settings.home / "submitter" / "venvs"
     assert summary["prefix"].startswith(f"{venvs}/cmdtest-"), summary
     names = {a["name"] for a in done_artifacts(stack, job["id"])}
     assert {"out/summary.json", "out/env.json", "stdout.log", "stderr.log"} <= names
     assert "out/scratch.tmp" not in names
-    assert b"analysed 100 rows" in _artifact(stack, job["id"], "stdout.log")
+    assert b"analysed 100 rows" in artifact(stack, job["id"], "stdout.log")
     assert done["result"]["exit_code"] == 0 and done["result"]["metrics"] == 6
 
     # The environment the process saw: allow-listed, none of the worker's secrets.
-    env = json.loads(_artifact(stack, job["id"], "out/env.json"))
+    env = json.loads(artifact(stack, job["id"], "out/env.json"))
     assert env["GREETING"] == "hello 'world' $(x)"
     assert sorted(k for k in env if k.startswith("SUBMITTER_")) == [
         "SUBMITTER_JOB_ID",
@@ -202,26 +191,12 @@ def test_cancel_stops_every_process_of_the_sandbox(cmd: tuple[Stack, str]) -> No
         {"command": "trap '' TERM; echo started; setsid sleep 3001 & sleep 3002 & wait"},
     )
     eventually(lambda: "started" in stack.logs(job["id"]), timeout=60)
-    eventually(lambda: len(_host_processes("sleep", "300")) == 2, timeout=30)
+    eventually(lambda: len(host_processes("sleep", "300")) == 2, timeout=30)
     response = stack.api.post(f"/api/v1/jobs/{job['id']}/cancel", headers=stack.headers("user"))
     assert response.status_code == 200, response.text
     assert stack.wait(job["id"])["state"] == "cancelled"
-    eventually(lambda: not _host_processes("sleep", "300"), timeout=30)
+    eventually(lambda: not host_processes("sleep", "300"), timeout=30)
     eventually(lambda: any("(SIGKILL)" in x for x in stack.logs(job["id"])), timeout=30)
-
-
-def _host_processes(program: str, prefix: str) -> list[int]:
-    """Pids on this host (seen from outside any sandbox) running `program` with a first
-    argument starting with `prefix`."""
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if argv[0] == program.encode() and len(argv) > 1 and argv[1].startswith(prefix.encode()):
-            found.append(int(pid))
-    return found
 
 
 def test_it_is_a_permission_the_operator_can_turn_off(cmd: tuple[Stack, str]) -> None:

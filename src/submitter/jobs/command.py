@@ -254,18 +254,7 @@ def _run_in(folder: Path, spec: CommandSpec, ctx: JobContext, sandboxed: bool) -
     ctx.progress(phase="running", message=f"running {argv[0]}")
     ctx.log(f"running {argv!r}" if len(repr(argv)) < 500 else f"running {argv[0]} ...")
     try:
-        outcome = supervise.run(
-            _supervision(ctx),
-            argv,
-            view=view,
-            sandboxed=sandboxed,
-            env=env,
-            limits=limits,
-            stdout=ctx.workdir / STDOUT,
-            stderr=ctx.workdir / STDERR,
-            job_id=ctx.job_id,
-            cgroups=ctx.runtime.settings.sandbox_cgroups,
-        )
+        outcome = _run(ctx, argv, view, sandboxed, env, limits, ctx.workdir / STDOUT)
     finally:
         follower.finish()
     for name in (STDOUT, STDERR):
@@ -293,14 +282,36 @@ def _run_in(folder: Path, spec: CommandSpec, ctx: JobContext, sandboxed: bool) -
     return result
 
 
-def _supervision(ctx: JobContext) -> supervise.Supervision:
-    return supervise.Supervision(
+def _run(
+    ctx: JobContext,
+    argv: list[str],
+    view: bwrap.View,
+    sandboxed: bool,
+    env: dict[str, str],
+    limits: supervise.Limits,
+    stdout: Path,
+    stderr: Path | None = None,
+) -> supervise.Outcome:
+    """One process of the job, sandboxed, reporting to the job (stderr: STDERR if None)."""
+    supervision = supervise.Supervision(
         # The log callback, not ctx.log: user output is the job's, not the worker's own
         # log (nor the service log in the database).
         log_line=lambda level, text: ctx.log_line(level, text),
         cancelled=ctx.cancelled,
         grace_seconds=ctx.runtime.settings.cancel_grace_seconds,
         process_groups=ctx.process_groups,
+    )
+    return supervise.run(
+        supervision,
+        argv,
+        view=view,
+        sandboxed=sandboxed,
+        env=env,
+        limits=limits,
+        stdout=stdout,
+        stderr=stderr or ctx.workdir / STDERR,
+        job_id=ctx.job_id,
+        cgroups=ctx.runtime.settings.sandbox_cgroups,
     )
 
 
@@ -393,18 +404,7 @@ def _ensure_venv(
 
     def step(argv: list[str], writable: Sequence[tuple[str, str]]) -> int:
         step_view = bwrap.View(view.folder, view.read_only, writable, network=True)
-        outcome = supervise.run(
-            _supervision(ctx),
-            argv,
-            view=step_view,
-            sandboxed=sandboxed,
-            env=build_env,
-            limits=build_limits,
-            stdout=log,
-            stderr=log,
-            job_id=ctx.job_id,
-            cgroups=ctx.runtime.settings.sandbox_cgroups,
-        )
+        outcome = _run(ctx, argv, step_view, sandboxed, build_env, build_limits, log, log)
         if outcome.stopped_for == "cancelled":
             raise JobCancelled()
         if outcome.exit_code != 0 or outcome.stopped_for:
