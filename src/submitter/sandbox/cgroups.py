@@ -135,7 +135,7 @@ class Cgroups:
                 del left[controller]
             if not left or time.monotonic() >= deadline:
                 break
-            time.sleep(0.02)
+            time.sleep(0.002)
         return not left
 
 
