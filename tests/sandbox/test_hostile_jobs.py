@@ -152,10 +152,17 @@ def test_a_build_backend_runs_sandboxed_without_secrets(command_stack: tuple[Sta
             json={"kind": "command", "spec": spec},
             headers=stack.headers("user"),
         )
+        # A SLURM job's venv is built by the same rule (on the cluster, by its account).
+        slurm = {"cluster": "none", "command": "true", "environment": spec["environment"]}
+        refused_too = api.post(
+            "/api/v1/jobs", json={"kind": "slurm", "spec": slurm}, headers=stack.headers("user")
+        )
     assert refused.status_code == 422, refused.text
     (error,) = refused.json()["detail"]
     assert error["loc"] == ["body", "spec", "environment", "venv", "packages", 0]
     assert "SUBMITTER_VENV_DIRECT_REFERENCES" in error["msg"]
+    assert refused_too.status_code == 422, refused_too.text
+    assert error["loc"] in [e["loc"] for e in refused_too.json()["detail"]]
 
 
 def test_a_hostile_metrics_file_holds_no_slot(command_stack: tuple[Stack, str]) -> None:

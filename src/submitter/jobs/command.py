@@ -56,10 +56,9 @@ from submitter.usercode.spec import (
     Files,
     Venv,
     collect_from_folder,
-    direct_reference,
     resolve_provided,
-    spec_error,
     stage_provided,
+    venv_reference_errors,
 )
 from submitter.usercode.venv import VenvFailed, build_in_sandbox, venv_path
 
@@ -165,15 +164,7 @@ def _resolve_spec(runtime: Runtime, connection: Connection, spec: dict[str, Any]
         error = {"loc": ["body", "kind"], "msg": DISABLED, "type": "kind_disabled"}
         return spec, [], [{**error, "input": "command"}]
     resolved, dataset_ids, errors = resolve_provided(connection, spec)
-    venv = spec.get("environment", {}).get("venv")
-    if venv and not runtime.settings.venv_direct_references:
-        for index, package in enumerate(venv["packages"]):
-            why = direct_reference(package)
-            if why is not None:
-                loc = ["environment", "venv", "packages", index]
-                msg = f"{package[:100]!r} {why}: only names and version ranges from the \
-package index (an operator may allow more: SUBMITTER_VENV_DIRECT_REFERENCES)"
-                errors.append(spec_error(loc, msg, "direct_reference", package))
+    errors += venv_reference_errors(spec, runtime.settings.venv_direct_references)
     return resolved, dataset_ids, errors
 
 

@@ -48,6 +48,7 @@ from submitter.usercode.spec import (
     resolve_provided,
     spec_error,
     upload_of,
+    venv_reference_errors,
 )
 from submitter.usercode.venv import venv_path
 
@@ -402,7 +403,9 @@ def _tail(text: str, limit: int = 1500) -> str:
 
 
 def _resolve_spec(runtime: Runtime, connection: Connection, spec: dict[str, Any]) -> ResolvedSpec:
-    return resolve_spec(runtime.settings.clusters, connection, spec)
+    resolved, dataset_ids, errors = resolve_spec(runtime.settings.clusters, connection, spec)
+    errors += venv_reference_errors(spec, runtime.settings.venv_direct_references)
+    return resolved, dataset_ids, errors
 
 
 KIND = JobKind(

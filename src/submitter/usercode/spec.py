@@ -165,6 +165,25 @@ def resolve_provided(connection: Connection, spec: dict[str, Any]) -> ResolvedSp
     return resolved, dataset_ids, errors
 
 
+def venv_reference_errors(spec: dict[str, Any], allowed: bool) -> list[dict[str, Any]]:
+    """At submit: a venv package that is a direct reference, unless the operator `allowed`
+    them (`SUBMITTER_VENV_DIRECT_REFERENCES`): for every kind that builds a venv."""
+    venv = (spec.get("environment") or {}).get("venv")
+    if not venv or allowed:
+        return []
+    errors = []
+    for index, package in enumerate(venv["packages"]):
+        why = direct_reference(package)
+        if why is not None:
+            msg = (
+                f"{package[:100]!r} {why}: only names and version ranges from the package "
+                "index (an operator may allow more: SUBMITTER_VENV_DIRECT_REFERENCES)"
+            )
+            loc = ["environment", "venv", "packages", index]
+            errors.append(spec_error(loc, msg, "direct_reference", package))
+    return errors
+
+
 def spec_error(loc: list[Any], msg: str, kind: str, value: Any) -> dict[str, Any]:
     """A pydantic-style error under `body.spec` (what InvalidJob carries to a 422)."""
     return {"loc": ["body", "spec", *loc], "msg": msg, "type": kind, "input": value}
