@@ -138,6 +138,57 @@ def _install(packages: list[str]) -> str | None:
     return f"apt-get install {' '.join(packages)} failed:\n{output}"
 
 
+#: Run by docker-compose 1.x's own Python: teaches it the one Compose Specification option
+#: of deploy/compose.yaml that it predates, `security_opt: [systempaths=unconfined]` (the
+#: worker's unmasked /proc, which its job sandbox needs), the way `docker compose` v2 and
+#: `docker run` do it: no masked and no read-only paths (HostConfig.MaskedPaths and
+#: ReadonlyPaths empty) instead of passing the option to the engine, which refuses it.
+#: Nothing else changes; 1.x reads the seccomp profile's path from the working directory,
+#: so Compose runs it from deploy/, where that path and v2's (the compose file's folder)
+#: agree.
+COMPOSE_V1_SHIM = """\
+import sys
+import compose.service
+from compose.cli.main import main
+
+UNCONFINED = "systempaths=unconfined"
+host_config = compose.service.Service._get_container_host_config
+
+
+def _get_container_host_config(self, override_options, one_off=False):
+    opts = self.options.get("security_opt") or []
+    if not any(opt.value == UNCONFINED for opt in opts):
+        return host_config(self, override_options, one_off)
+    saved = self.options
+    self.options = dict(saved, security_opt=[o for o in opts if o.value != UNCONFINED])
+    try:
+        config = host_config(self, override_options, one_off)
+    finally:
+        self.options = saved
+    config["MaskedPaths"] = []
+    config["ReadonlyPaths"] = []
+    return config
+
+
+compose.service.Service._get_container_host_config = _get_container_host_config
+sys.argv[0] = "docker-compose"
+sys.exit(main())
+"""
+
+
+def _compose_v1_shim(compose_bin: str) -> list[str]:
+    """The command that runs `compose_bin`: itself, or for docker-compose 1.x (a Python
+    script) its interpreter with COMPOSE_V1_SHIM."""
+    version = run([compose_bin, "version", "--short"], timeout=60, check=False).stdout.strip()
+    if not version.startswith("1."):
+        return [compose_bin]
+    first = Path(compose_bin).read_text(errors="replace").split("\n", 1)[0]
+    python = first.removeprefix("#!").strip().split()[0] if first.startswith("#!") else ""
+    if not python or not Path(python).exists():
+        return [compose_bin]
+    return [python, "-c", COMPOSE_V1_SHIM]
+
+
 @dataclass
 class Engine:
     docker: str
@@ -214,7 +265,7 @@ def engine() -> Iterator[Engine]:
     docker = _docker_binary()
     assert docker is not None
     compose_bin = shutil.which("docker-compose")
-    compose = [compose_bin] if compose_bin else [docker, "compose"]
+    compose = _compose_v1_shim(compose_bin) if compose_bin else [docker, "compose"]
     found = Engine(docker, compose)
     if not found.ok():
         why = _start_dockerd(found)
@@ -708,7 +759,7 @@ class Compose:
         return [*self.engine.compose, *project, "--env-file", str(self.env_file), *args]
 
     def __call__(self, *args: str, timeout: float = 300, check: bool = True) -> str:
-        done = run(self.command(*args), timeout=timeout, check=False)
+        done = run(self.command(*args), timeout=timeout, check=False, cwd=DEPLOY)
         if check and done.returncode != 0:
             raise AssertionError(
                 f"compose {' '.join(args)} exited {done.returncode}:\n{done.stdout[-3000:]}\n"
@@ -719,7 +770,7 @@ class Compose:
     def logs(self, *services: str, tail: int = 60) -> str:
         command = self.command("logs", "--no-color", f"--tail={tail}", *services)
         try:
-            done = run(command, timeout=120, check=False)
+            done = run(command, timeout=120, check=False, cwd=DEPLOY)
         except subprocess.TimeoutExpired:
             return "(compose logs timed out)"
         return f"--- container logs ---\n{done.stdout[-20000:]}{done.stderr[-2000:]}"
@@ -796,6 +847,8 @@ def _env_file(path: Path, images: Images, admin_key: str) -> None:
         "SUBMITTER_REDIS_IMAGE": images.redis,
         "SUBMITTER_S3_IMAGE": images.s3,
         "SUBMITTER_LOG_FORMAT": "json",
+        # Off by default on a server deployment; test_compose.py runs command jobs.
+        "SUBMITTER_COMMAND_JOBS_ENABLED": "true",
         **FAST_TIMINGS,
     }
     path.write_text("".join(f"{k}={v}\n" for k, v in values.items()))

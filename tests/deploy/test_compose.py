@@ -1,6 +1,8 @@
 """deploy/compose.yaml on a real engine: the stack comes up, trains and predicts, and keeps its
 promises with workers in separate containers (each its own host): killed, cut off from the
-network, Redis and PostgreSQL restarted under it, the whole project taken down and up again.
+network, Redis and PostgreSQL restarted under it, the whole project taken down and up again;
+a user's command jobs run in the workers' bubblewrap sandbox, reach none of the secrets the
+worker container holds, and still work with a venv.
 
 The tests share one project (`compose` in conftest.py, three workers) and run in file order;
 each leaves it as it found it: every worker container running.
@@ -10,6 +12,8 @@ from __future__ import annotations
 
 import csv
 import io
+import json
+import secrets
 import threading
 import time
 from collections import Counter
@@ -147,6 +151,129 @@ def test_ready_upload_train_promote_predict(compose: Compose) -> None:
         assert predicted.status_code == 200, predicted.text
         body = predicted.json()
         assert len(body["predictions"]) == 3, body
+
+
+# --------------------------------------------------------------------------- the sandbox
+
+#: Values in the env file that the worker containers hold (in their processes' environment:
+#: the database, broker and S3 credentials, the admin key); a job must reach none of them.
+SECRET_SETTINGS = (
+    "POSTGRES_PASSWORD",
+    "REDIS_PASSWORD",
+    "S3_SECRET_KEY",
+    "SUBMITTER_ADMIN_KEY",
+    "SUBMITTER_FLOWER_PASSWORD",
+)
+
+#: A hostile user's command job: it looks for every secret the worker container has. Each
+#: line says what it found; a sandbox shows it its own processes only, no Submitter folder
+#: and no network. (Spelt so that its own command line matches none of the checks.)
+SNOOP = r"""
+echo "id $(id -u):$(id -g)"
+echo "pids $(ls /proc | grep -E '^[0-9]+$' | tr '\n' ' ')"
+for f in /proc/[0-9]*/cmdline; do echo "cmdline $f: $(tr '\0' ' ' < "$f")"; done
+for f in /proc/1/environ /proc/[0-9]*/environ; do
+    if v=$(tr '\0' ' ' < "$f" 2>/dev/null); then echo "environ $f: $v"
+    else echo "environ $f: unreadable"; fi
+done
+for p in /var/lib/submitter /home/submitter /opt/venv /run/secrets /etc/submitter; do
+    if [ -e "$p" ]; then echo "path $p: $(ls -A "$p" 2>&1 | tr '\n' ' ')"
+    else echo "path $p: absent"; fi
+done
+for h in postgres:5432 redis:6379 s3:9000 api:7500; do
+    if (exec 3<>"/dev/tcp/${h%:*}/${h#*:}") 2>/dev/null; then echo "net $h: reachable"
+    else echo "net $h: unreachable"; fi
+done
+env | sort | sed 's/^/env /'
+"""
+
+
+def _env_values(compose: Compose) -> dict[str, str]:
+    lines = compose.env_file.read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if "=" in line)
+
+
+def _user_client(compose: Compose) -> httpx.Client:
+    """A client with a new key of role `user` (made by the CLI in the api container)."""
+    name = f"sandbox-{secrets.token_hex(3)}"
+    out = compose("exec", "-T", "api", "submitter", "keys", "create", name, "--role", "user")
+    key = out.strip().splitlines()[-1].strip()
+    assert "(user)" in out and " " not in key, out
+    return httpx.Client(
+        base_url=compose.api_url, headers={"Authorization": f"Bearer {key}"}, timeout=60
+    )
+
+
+def _artifact(client: httpx.Client, job_id: str, name: str) -> str:
+    response = client.get(f"/api/v1/jobs/{job_id}/artifacts/{name}")
+    assert response.status_code == 200, response.text
+    return response.text
+
+
+def test_users_command_job_is_sandboxed_and_reaches_no_secret(compose: Compose) -> None:
+    values = _env_values(compose)
+    hidden = {name: values[name] for name in SECRET_SETTINGS}
+    assert all(len(value) >= 16 for value in hidden.values()), "test secrets too short"
+    with _user_client(compose) as client:
+        job_id = _submit(client, "command", {"command": SNOOP, "timeout_seconds": 60})
+        job = _wait_done(compose, client, [job_id], timeout=120)[job_id]
+        lines = _log(client, job_id)
+        listed = [a["name"] for a in client.get(f"/api/v1/jobs/{job_id}/artifacts").json()["items"]]
+        everything = "\n".join([*lines, *(_artifact(client, job_id, name) for name in listed)])
+    log("sandboxed job saw:\n" + "\n".join(line for line in lines if not line.startswith("env ")))
+    found = [name for name, value in hidden.items() if value in everything]
+    assert not found, f"the job read the worker's {found}:\n{everything[-6000:]}"
+    assert "stdout.log" in listed and set(listed) <= {"stdout.log", "stderr.log"}, listed
+
+    said = {line.split(" ", 1)[0]: line for line in lines if " " in line}
+    assert said["id"] == "id 65534:65534", said["id"]  # not the worker's uid 10001
+    # Its own PID namespace: a few processes, none of the worker's (tini, submitter, Celery).
+    cmdlines = [line for line in lines if line.startswith("cmdline ")]
+    assert 1 <= len(cmdlines) <= 8, cmdlines
+    assert not [c for c in cmdlines if "submitter worker" in c or "docker-init" in c], cmdlines
+    environs = [line for line in lines if line.startswith("environ ")]
+    assert environs and not [e for e in environs if "SUBMITTER_DATABASE_URL" in e], environs
+    assert "path /var/lib/submitter: absent" in lines, lines  # SUBMITTER_HOME
+    assert "path /home/submitter: absent" in lines and "path /opt/venv: absent" in lines
+    assert [line for line in lines if line.startswith("net ")] == [
+        f"net {h}: unreachable" for h in ("postgres:5432", "redis:6379", "s3:9000", "api:7500")
+    ]
+    env = [line for line in lines if line.startswith("env ")]
+    assert not [e for e in env if e.startswith(("env AWS_", "env SUBMITTER_DATABASE"))], env
+    assert job["result"]["exit_code"] == 0, job
+
+
+def test_users_command_job_with_a_venv_still_works(compose: Compose) -> None:
+    venv = {
+        "name": f"sandboxed-{secrets.token_hex(2)}",
+        "packages": [],
+        "system_site_packages": True,
+    }
+    script = (
+        "import json, os, sys\n"
+        "os.makedirs('out', exist_ok=True)\n"
+        "facts = {'prefix': sys.prefix, 'uid': os.getuid()}\n"
+        "facts['venv'] = sys.prefix != sys.base_prefix\n"
+        "open('out/facts.json', 'w').write(json.dumps(facts))\n"
+        "print('facts', json.dumps(facts))\n"
+    )
+    spec = {
+        "command": ["python", "facts.py"],
+        "environment": {"venv": venv},
+        "files": {
+            "provide": [{"source": f"inline:{script}", "target": "facts.py"}],
+            "collect": ["out/*"],
+        },
+        "timeout_seconds": 300,
+    }
+    with _user_client(compose) as client:
+        job_id = _submit(client, "command", spec)
+        _wait_done(compose, client, [job_id], timeout=300)
+        facts = json.loads(_artifact(client, job_id, "out/facts.json"))
+        lines = _log(client, job_id)
+    assert facts["venv"] is True and facts["uid"] == 65534, facts
+    assert venv["name"] in facts["prefix"], facts
+    assert any(line.startswith("facts ") for line in lines), lines
 
 
 def test_scaled_workers_share_jobs_and_run_each_once(compose: Compose) -> None:
