@@ -12,7 +12,12 @@ against the code itself, not against a copy of it:
   (a private server) and a live RabbitMQ vhost (`rabbitmq_vhost()`) holding the messages
   that Submitter's Celery app and `send_job` sent to each queue, with no worker running;
 - the HPA, the beat Deployment, the PodDisruptionBudgets, the security context and the
-  resources are what the README says.
+  resources are what the README says;
+- the workers of the queue `command` jobs go to get what their bubblewrap sandbox needs
+  (the Localhost seccomp profile deploy/seccomp/sandbox.json, an unmasked /proc in a pod of
+  its own user namespace) and every pod keeps the rest (non-root, no privilege escalation,
+  no capability, nothing privileged or of the host's); SUBMITTER_SANDBOX is `bwrap` for the
+  API and the workers alike.
 
 `kubectl` is installed (Debian `kubernetes-client`, apt-get as root) when missing; the tests
 skip, saying why, only when it cannot be. The manifests are written for kustomize v2.0
@@ -50,6 +55,9 @@ from tests.services import _PrivateServer, _start_redis, rabbitmq_vhost
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
+SECCOMP_PROFILE = ROOT / "deploy" / "seccomp" / "sandbox.json"
+#: Where the workers' Localhost profile is, relative to the kubelet's seccomp folder.
+LOCALHOST_PROFILE = "submitter/sandbox.json"
 README = K8S / "README.md"
 OVERLAYS = ("redis", "rabbitmq")
 IMAGE = "submitter:latest"
@@ -561,6 +569,54 @@ def test_every_pod_is_non_root_with_resources(rendered: dict[str, list[Doc]]) ->
                 # The read-only root leaves SUBMITTER_HOME and /tmp writable, as emptyDirs.
                 assert mounts.get(home) in empty_dirs, f"{where}: {home}"
                 assert mounts.get("/tmp") in empty_dirs, f"{where}: /tmp"
+
+
+def _sandbox_queue() -> str:
+    """The queue `command` jobs (users' code, run in a sandbox) go to."""
+    from submitter.jobs.registry import all_kinds
+
+    return str(all_kinds()["command"].queue)
+
+
+def test_command_workers_get_the_sandbox_and_nothing_is_privileged(
+    rendered: dict[str, list[Doc]],
+) -> None:
+    queue = _sandbox_queue()
+    assert SECCOMP_PROFILE.is_file()
+    # The README says how the profile reaches the nodes, at the path the pods name.
+    assert f"/var/lib/kubelet/seccomp/{LOCALHOST_PROFILE}" in README.read_text()
+    for overlay, docs in rendered.items():
+        data = configmap(docs)
+        assert data.get("SUBMITTER_SANDBOX") == "bwrap", overlay
+        assert Settings(database_url=UNREACHABLE_DB, sandbox=data["SUBMITTER_SANDBOX"])
+        sandboxed = {name for name, d in workers(docs).items() if queue in consumed_queues(d)}
+        assert sandboxed == {f"submitter-worker-{queue}"}, f"{overlay}: {sandboxed}"
+        for name, spec in pod_specs(docs):
+            where = f"{overlay} {name}"
+            for host in ("hostPID", "hostIPC", "hostNetwork"):
+                assert not spec.get(host), f"{where}: {host}"
+            assert not [v for v in spec.get("volumes", []) if "hostPath" in v], where
+            for container in spec.get("initContainers", []) + spec["containers"]:
+                sc = container["securityContext"]
+                assert not sc.get("privileged"), where
+                assert sc["allowPrivilegeEscalation"] is False, where
+                assert sc["runAsNonRoot"] is True, where
+                assert sc["capabilities"] == {"drop": ["ALL"]}, where
+                # The API decides on users' command jobs with the workers' word for it.
+                env = {e["name"] for e in container.get("env", [])}
+                assert "SUBMITTER_SANDBOX" not in env, f"{where}: set once, in the ConfigMap"
+                assert {"configMapRef": {"name": "submitter-config"}} in container["envFrom"]
+                if name in sandboxed:
+                    assert sc["seccompProfile"] == {
+                        "type": "Localhost",
+                        "localhostProfile": LOCALHOST_PROFILE,
+                    }, where
+                    assert sc["procMount"] == "Unmasked", where
+                    # Kubernetes allows an unmasked /proc only in a pod's own user namespace.
+                    assert spec["hostUsers"] is False, where
+                else:  # the pod's RuntimeDefault profile, the runtime's masked /proc
+                    assert "seccompProfile" not in sc, where
+                    assert sc.get("procMount", "Default") == "Default", where
 
 
 # --------------------------------------------------------------------------- workers
