@@ -153,8 +153,11 @@ class _Sandboxed:
         self.process = process
         self.child = child  # the PID namespace's first process (bwrap inside), if sandboxed
         self.namespace: int | None = None
+        # A pidfd, not the pid: signalled after it ended, a pid may name another process.
+        self._pidfd: int | None = None
         if child is not None:
             with contextlib.suppress(OSError, ValueError):
+                self._pidfd = os.pidfd_open(child)
                 link = os.readlink(f"/proc/{child}/ns/pid")
                 self.namespace = int(link.removeprefix("pid:[").rstrip("]"))
 
@@ -171,10 +174,15 @@ class _Sandboxed:
 
     def kill(self) -> None:
         """SIGKILL: the namespace's init takes every process of the namespace with it."""
-        if self.child is not None:
+        if self._pidfd is not None:
             with contextlib.suppress(OSError):
-                os.kill(self.child, signal.SIGKILL)
+                signal.pidfd_send_signal(self._pidfd, signal.SIGKILL)
         _signal_group(self.process.pid, signal.SIGKILL)
+
+    def close(self) -> None:
+        if self._pidfd is not None:
+            os.close(self._pidfd)
+            self._pidfd = None
 
 
 def run(
@@ -276,6 +284,7 @@ def run(
     finally:
         watchdog.finish()
         running.kill()  # whatever is left goes with it
+        running.close()
         supervision.process_groups.discard(process.pid)
         if status is not None:  # reaped by wait4: Popen must not wait for it again
             process.returncode = os.waitstatus_to_exitcode(status)
