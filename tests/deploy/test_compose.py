@@ -31,16 +31,7 @@ FINISHED = "finished: succeeded"
 
 
 def _credit_csv() -> bytes:
-    """tests/data/credit.csv, else ../shared/data/credit.csv, else a small generated one."""
-    for path in (REPO / "tests" / "data" / "credit.csv", REPO.parent / "shared/data/credit.csv"):
-        if path.is_file():
-            return path.read_bytes()
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(["LIMIT_BAL", "AGE", "PAY_1", "default"])
-    for i in range(400):
-        writer.writerow([10000 + 500 * (i % 50), 20 + i % 40, i % 4 - 1, int(i % 4 >= 2)])
-    return out.getvalue().encode()
+    return (REPO / "tests" / "data" / "credit.csv").read_bytes()
 
 
 def _submit(client: httpx.Client, kind: str, spec: dict[str, Any]) -> str:

@@ -109,7 +109,7 @@ async def check_inputs(request: Request) -> None:
     if not errors and "json" in content_type:
         body = await request.body()  # already read (and cached) for a route with a body
         if _SUSPECT.search(body):
-            errors = list(_body_errors(body))
+            errors = list(body_errors(body))
     if errors:
         raise RequestValidationError(errors)
 
@@ -128,7 +128,10 @@ class _Constant:
         self.name = name
 
 
-def _body_errors(body: bytes) -> Iterator[dict[str, Any]]:
+def body_errors(body: bytes) -> Iterator[dict[str, Any]]:
+    """What a JSON body holds that no backend can store or JSON has not (NaN, Infinity, a
+    NUL or lone surrogate in text, an integer past 64 bits), as 422 errors with their `loc`;
+    nothing for a body that is not JSON at all. The console checks its forms with it too."""
     try:
         document = json.loads(body, parse_constant=_Constant)
     except ValueError:

@@ -772,7 +772,3 @@ def resolve_waiting(runtime: Runtime, job_ids: list[str]) -> None:
                     )
                 continue
         enqueue(runtime, job_id, queue)
-
-
-def is_terminal(state: str) -> bool:
-    return state in TERMINAL

@@ -11,7 +11,7 @@ from urllib.parse import quote, urlencode
 from fastapi import APIRouter, Depends, Header, HTTPException, Request, status
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 
-from submitter.api.inputs import _body_errors
+from submitter.api.inputs import body_errors
 from submitter.api.sse import sse_response
 from submitter.jobmetrics import charts
 from submitter.jobmetrics import service as jobmetrics
@@ -149,7 +149,7 @@ def _parse_spec(text: str) -> tuple[dict[str, Any] | None, str | None]:
         return None, f"spec: not JSON: {error}"
     if not isinstance(value, dict):
         return None, "spec: must be a JSON object"
-    problems = list(_body_errors(json.dumps({"spec": value}).encode()))
+    problems = list(body_errors(json.dumps({"spec": value}).encode()))
     if problems:
         return None, message_of({"detail": problems})
     return value, None
