@@ -19,6 +19,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from submitter.api.app import create_app
+from submitter.sandbox import cgroups
 from tests.conftest import Stack, eventually
 from tests.usercode import artifact, host_processes, submit_command
 
@@ -259,6 +260,17 @@ def test_a_killed_pool_process_leaves_no_folder(command_stack: tuple[Stack, str]
     # (The job itself may run again once its lease lapses: in a folder of its new process.)
     eventually(lambda: not set(sandboxed) & set(host_processes("sleep", "6001")), timeout=30)
     eventually(lambda: not os.path.exists(folder), timeout=60)
+    # So do the sandbox's control groups (made with the killed pool process's pid), at the
+    # latest when the next command job starts (a group is busy until its last process is
+    # reaped, which may come after the new pool process's sweep).
+    after = _submit(stack, {"command": ["true"]})
+    assert stack.wait(after["id"], timeout=60)["state"] == "succeeded"
+    groups = [
+        g
+        for own in cgroups._own_paths().values()
+        for g in own.glob(f"{cgroups.PREFIX}{job['id']}-p{pool}-*")
+    ]
+    assert not groups, groups
     stack.api.post(f"/api/v1/jobs/{job['id']}/cancel", headers=stack.headers("admin"))
 
 

@@ -173,3 +173,28 @@ def test_a_killed_process_folders_are_swept(tmp_path: Path) -> None:
     assert not left.exists() and mine.exists()
     remove_folders("livejob")
     assert not mine.exists()
+
+
+def test_a_killed_process_control_groups_are_swept() -> None:
+    import subprocess
+    import sys
+
+    if not cgroups.available():
+        pytest.skip("this host gives no control groups")
+    code = (
+        "from submitter.sandbox.cgroups import Cgroups; "
+        "print(Cgroups.make('deadjob', memory_bytes=None, cpus=None, processes=8) is not None)"
+    )
+    assert subprocess.check_output([sys.executable, "-c", code], text=True).strip() == "True"
+    mine = cgroups.Cgroups.make("livejob", memory_bytes=None, cpus=None, processes=8)
+    assert mine is not None
+    assert _groups("deadjob") and _groups("livejob")
+    assert cgroups.sweep() >= 3
+    assert not _groups("deadjob") and _groups("livejob")
+    assert mine.remove()
+
+
+def _groups(job_id: str) -> list[Path]:
+    """This process's controllers' Submitter groups of the job (every maker)."""
+    own = cgroups._own_paths().values()
+    return [g for folder in own for g in folder.glob(f"{cgroups.PREFIX}{job_id}-p*")]

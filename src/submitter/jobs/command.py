@@ -48,7 +48,7 @@ from submitter.jobs.context import (
     sweep_folders,
 )
 from submitter.jobs.registry import JobKind, ResolvedSpec
-from submitter.sandbox import bwrap, supervise
+from submitter.sandbox import bwrap, cgroups, supervise
 from submitter.security import owner_role
 from submitter.usercode import process
 from submitter.usercode.spec import (
@@ -187,6 +187,7 @@ def run(spec: CommandSpec, ctx: JobContext) -> dict[str, Any]:
         raise JobFailed(f"not run on this worker: {refused}")
     sandboxed = sandbox.host_mode(ctx.runtime.settings).sandboxed
     sweep_folders()
+    cgroups.sweep()
     folder = Path(tempfile.mkdtemp(prefix=f"{folder_prefix(ctx.job_id)}command-"))
     try:
         return _run_in(folder, spec, ctx, sandboxed)

@@ -89,7 +89,7 @@ def sweep_folders() -> int:
     with contextlib.suppress(OSError), os.scandir(tempfile.gettempdir()) as entries:
         for entry in entries:
             found = _FOLDER.match(entry.name)
-            if found is None or _alive(int(found.group(1))):
+            if found is None or process_alive(int(found.group(1))):
                 continue
             with contextlib.suppress(OSError):
                 remove_tree(Path(entry.path))
@@ -97,7 +97,8 @@ def sweep_folders() -> int:
     return removed
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether a process with this pid runs on this host (in this PID namespace)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

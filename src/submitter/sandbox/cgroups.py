@@ -4,8 +4,9 @@ The kernel then holds the limits for the sandbox as a whole, children and daemon
 `memory` (all its processes together; the OOM killer acts inside the group only), `cpuset`
 (the CPUs: a process cannot widen its own affinity past them) and `pids` (fork fails past
 the limit). Each group is made under the worker's own group of that controller, named
-`submitter-<job id>-<random>`, joined by the sandbox's launcher before it starts bwrap, and
-removed when the sandbox has ended; `sweep` removes what a killed worker left.
+`submitter-<job id>-p<its maker's pid>-<random>`, joined by the sandbox's launcher before
+it starts bwrap, and removed when the sandbox has ended; `sweep` removes what a killed
+pool process left.
 
 Where a controller is missing or not writable (a non-root container, a cgroup v2 host), the
 sandbox has no group and the watchdog (`submitter.sandbox.watchdog`) holds the limits.
@@ -15,10 +16,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from submitter.jobs.context import process_alive
 
 ROOT = Path("/sys/fs/cgroup")
 CONTROLLERS = ("memory", "cpuset", "pids")
@@ -83,7 +87,7 @@ class Cgroups:
         own = _own_paths()
         if set(own) != set(CONTROLLERS):
             return None
-        name = f"{PREFIX}{job_id}-{secrets.token_hex(4)}"
+        name = f"{PREFIX}{job_id}-p{os.getpid()}-{secrets.token_hex(4)}"
         made: dict[str, Path] = {}
         try:
             for controller in CONTROLLERS:
@@ -139,18 +143,24 @@ class Cgroups:
         return not left
 
 
-def sweep(live: set[str]) -> int:
-    """Remove the empty Submitter groups of jobs not in `live` (what killed workers left);
-    how many were removed. A group with processes in it cannot be removed, and is not."""
+_GROUP = re.compile(rf"^{PREFIX}.+-p(\d+)-[0-9a-f]+$")
+
+
+def sweep() -> int:
+    """Remove the groups that processes no longer running on this host made (a pool
+    process killed mid-job removes none); how many were removed. The maker's pid is in the
+    name, so a group another process is setting up right now is never taken; a group with
+    processes in it cannot be removed, and is not."""
     removed = 0
     for folder in _own_paths().values():
         with contextlib.suppress(OSError):
             for child in folder.iterdir():
-                job_id = child.name.removeprefix(PREFIX).rpartition("-")[0]
-                if child.name.startswith(PREFIX) and job_id not in live:
-                    with contextlib.suppress(OSError):
-                        child.rmdir()
-                        removed += 1
+                found = _GROUP.match(child.name)
+                if found is None or process_alive(int(found.group(1))):
+                    continue
+                with contextlib.suppress(OSError):
+                    child.rmdir()
+                    removed += 1
     return removed
 
 

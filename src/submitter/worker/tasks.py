@@ -37,10 +37,13 @@ def _after_fork(**_: Any) -> None:
         runtime: Runtime | None = getattr(app, "submitter_runtime", None)
         if runtime is not None:
             runtime.engine.dispose(close=False)
-    # A new pool process often replaces one that was killed mid-job: its folders go.
+    # A new pool process often replaces one that was killed mid-job: its folders and its
+    # sandboxes' control groups go.
     from submitter.jobs.context import sweep_folders
+    from submitter.sandbox import cgroups
 
     sweep_folders()
+    cgroups.sweep()
 
 
 def register_tasks(app: Celery) -> None:
