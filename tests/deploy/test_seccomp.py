@@ -134,7 +134,11 @@ env -i PATH=/usr/bin:/bin bwrap "$@" -- /bin/sh -c '
 """
 
 
-def _in_container(engine: Engine, images: Images, *options: str) -> subprocess.CompletedProcess:
+def _in_container(
+    engine: Engine, images: Images, *options: str, script: str = SANDBOX_SCRIPT
+) -> subprocess.CompletedProcess:
+    """`script` in the Submitter image as the worker runs (uid 10001, no capability, no
+    privilege escalation), with more docker `options`."""
     return run(
         [
             engine.docker,
@@ -153,7 +157,7 @@ def _in_container(engine: Engine, images: Images, *options: str) -> subprocess.C
             "sh",
             images.submitter,
             "-c",
-            SANDBOX_SCRIPT,
+            script,
         ],
         timeout=120,
         check=False,
@@ -189,30 +193,13 @@ def test_profile_allows_no_namespace_without_a_user_namespace(
 ) -> None:
     """In the worker container itself (outside any sandbox): namespaces only through a
     new user namespace, exactly as the rules say."""
-    done = run(
-        [
-            engine.docker,
-            "run",
-            "--rm",
-            "--network",
-            "none",
-            "--user",
-            "10001:10001",
-            "--cap-drop",
-            "ALL",
-            "--security-opt",
-            "no-new-privileges",
-            "--security-opt",
-            f"seccomp={SECCOMP / 'sandbox.json'}",
-            "--entrypoint",
-            "sh",
-            images.submitter,
-            "-c",
-            "for flags in --mount '--user --mount' --pid --user; do "
-            'unshare $flags true 2>/dev/null && echo "$flags: yes" || echo "$flags: no"; done',
-        ],
-        timeout=120,
-        check=False,
+    done = _in_container(
+        engine,
+        images,
+        "--security-opt",
+        f"seccomp={SECCOMP / 'sandbox.json'}",
+        script="for flags in --mount '--user --mount' --pid --user; do "
+        'unshare $flags true 2>/dev/null && echo "$flags: yes" || echo "$flags: no"; done',
     )
     assert done.stdout.splitlines() == [
         "--mount: no",  # unshare(CLONE_NEWNS): no capability, and seccomp says no

@@ -35,6 +35,7 @@ from sqlalchemy import Connection, select
 from submitter import sandbox
 from submitter.db.models import Job
 from submitter.hpc.clusters import ClusterConfig
+from submitter.hpc.slurm import parse_size
 from submitter.hpc.staging import CONTROL_DIR
 from submitter.hpc.transport import LocalTransport
 from submitter.jobmetrics import HELPER, METRICS_FILE
@@ -66,7 +67,6 @@ if TYPE_CHECKING:
     from submitter.config import Settings
     from submitter.runtime import Runtime
 
-_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 #: Artifacts holding the whole output (the log has the first lines of each).
 STDOUT, STDERR = "stdout.log", "stderr.log"
 #: The artifact holding a venv build's whole output (pip's, in the job log too, cut).
@@ -105,7 +105,7 @@ class CommandResources(BaseModel):
     )
 
     def memory_bytes(self) -> int | None:
-        return size_bytes(self.memory) if self.memory is not None else None
+        return parse_size(self.memory)
 
 
 class CommandEnvironment(BaseModel):
@@ -209,7 +209,7 @@ def _run_in(folder: Path, spec: CommandSpec, ctx: JobContext, sandboxed: bool) -
     limits = supervise.Limits(
         memory_bytes=spec.resources.memory_bytes(),
         processes=spec.resources.processes or ctx.runtime.settings.command_max_processes,
-        disk_bytes=size_bytes(spec.resources.disk or ctx.runtime.settings.command_max_disk),
+        disk_bytes=parse_size(spec.resources.disk or ctx.runtime.settings.command_max_disk),
     )
     ours = {
         "SUBMITTER_JOB_ID": ctx.job_id,
@@ -316,11 +316,6 @@ def sandbox_path() -> str:
 
 def extra_paths(settings: Settings) -> list[str]:
     return [p.strip() for p in settings.sandbox_paths.split(",") if p.strip()]
-
-
-def size_bytes(text: str) -> int:
-    unit = text[-1] if text[-1] in _UNITS else ""
-    return int(text.removesuffix(unit)) * _UNITS[unit]
 
 
 def _limit_of(spec: CommandSpec, settings: Settings, name: str) -> tuple[object, str]:

@@ -67,6 +67,7 @@ def python_executable() -> str:
     return str(getattr(sys, "_base_executable", None) or sys.executable)
 
 
+@functools.cache
 def python_roots() -> list[str]:
     """Folders the base interpreter needs that may lie outside `/usr` (pyenv, /opt)."""
     roots = {os.path.realpath(sys.base_prefix), sys.base_prefix}

@@ -219,7 +219,8 @@ def run(
         "cgroups": groups.procs_files() if groups else [],
         "cpus": limits.cpus or [],
     }
-    info_read, info_write = os.pipe()
+    # bwrap writes its child's pid to this pipe (sandboxed only).
+    info_read, info_write = os.pipe() if sandboxed else (-1, -1)
     target = bwrap.argv(view, command, info_fd=info_write) if sandboxed else command
     started = time.monotonic()
     try:
@@ -234,12 +235,14 @@ def run(
             pass_fds=(info_write,) if sandboxed else (),
         )
     except BaseException:
-        os.close(info_read)
-        os.close(info_write)
+        if sandboxed:
+            os.close(info_read)
+            os.close(info_write)
         if groups is not None:
             groups.remove()
         raise
-    os.close(info_write)
+    if sandboxed:
+        os.close(info_write)
     supervision.process_groups.add(process.pid)
     assert process.stdout is not None and process.stderr is not None
     pumps = [
@@ -248,10 +251,7 @@ def run(
     ]
     for pump in pumps:
         pump.start()
-    child = _child_pid(info_read) if sandboxed else None
-    if not sandboxed:
-        os.close(info_read)
-    running = _Sandboxed(process, child)
+    running = _Sandboxed(process, _child_pid(info_read) if sandboxed else None)
     watchdog = Watchdog(
         folder=folder,
         disk_bytes=limits.disk_bytes,

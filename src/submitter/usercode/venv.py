@@ -7,6 +7,10 @@ wait for that lock and reuse the result. The lock is a file on the host that bui
 venv (a cluster's login node for `slurm`, the worker host for `command`), so it holds
 across worker processes and across Submitter installations sharing the folder.
 
+A cluster builds with `create_venv_argv`'s script over SSH; a worker builds with
+`build_in_sandbox`, each step in the job's sandbox (the same `<path>.lock`, taken with the
+same `flock` through `filelock`).
+
 Every value reaches the shell as a positional parameter (`"$@"`); the `prelude` lines
 (a cluster's setup, `module load` lines) are built by the caller with `shlex.quote`.
 """
